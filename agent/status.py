@@ -18,7 +18,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.protocol.messages import AveragingRoundReport, NodeStatus, TrainingMetrics
 from agent.protocol.timeutil import UtcDatetime, utc_now
@@ -56,6 +56,24 @@ class PeerView(BaseModel):
     last_seen: UtcDatetime | None = None
 
 
+class RttMatrix(BaseModel):
+    """The swarm's round-trip times as this agent knows them (from the DHT); empty until measured."""
+
+    model_config = ConfigDict(frozen=True)
+
+    peers: tuple[str, ...] = Field(default=(), description="peer ids, in row and column order")
+    rtt_ms: tuple[tuple[float | None, ...], ...] = Field(
+        default=(), description="rtt_ms[i][j]: milliseconds from peers[i] to peers[j]; null = not measured"
+    )
+
+    @model_validator(mode="after")
+    def _square(self) -> RttMatrix:
+        size = len(self.peers)
+        if len(self.rtt_ms) != size or any(len(row) != size for row in self.rtt_ms):
+            raise ValueError(f"rtt_ms must be a {size}x{size} matrix, one row and column per peer")
+        return self
+
+
 class RewardsView(BaseModel):
     """Rewards as far as this agent knows them. ``configured`` is False until a chain is set up."""
 
@@ -91,6 +109,7 @@ class AgentSnapshot(BaseModel):
     eta_to_target_s: float | None = None
     group: tuple[str, ...] = ()
     peers: tuple[PeerView, ...] = ()
+    rtt_matrix: RttMatrix = Field(default_factory=RttMatrix)
     rewards: RewardsView = Field(default_factory=RewardsView)
     web_url: str | None = None
     paused: bool = False
