@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from agent.chain.networks import ChainConfig
 from agent.errors import ConfigError
 
 DEFAULT_MODELS = ("mlp", "cnn-small", "cnn", "resnet-small")
@@ -139,6 +140,7 @@ class RunConfig(BaseSettings):
     swarm: SwarmConfig = Field(default_factory=SwarmConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    chain: ChainConfig = Field(default_factory=ChainConfig)
 
     @classmethod
     def settings_customise_sources(
