@@ -44,7 +44,7 @@ def find_anvil(root: Path = REPO_ROOT) -> Path | None:
     if override:
         return Path(override) if Path(override).is_file() else None
     modules = root / "node_modules" / "@foundry-rs"
-    candidates = sorted(modules.glob("anvil-*/bin/anvil")) + [root / "node_modules" / ".bin" / "anvil"]
+    candidates = [*sorted(modules.glob("anvil-*/bin/anvil")), root / "node_modules" / ".bin" / "anvil"]
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate

@@ -1,4 +1,4 @@
-"""The compiled contracts shipped inside the package (``agent/chain/abi/<Contract>.json``) and revert decoding.
+"""The compiled contracts shipped in the package (``agent/chain/abi/<Contract>.json``); revert decoding.
 
 Each artifact is ``{"abi": [...], "bytecode": "0x..."}``, exported from the Foundry build in
 ``contracts/`` so that agents need neither Node nor forge at run time.
@@ -34,11 +34,12 @@ class ArtifactMissingError(FileNotFoundError):
 
 @cache
 def load_artifact(name: str) -> dict[str, Any]:
-    """The artifact of contract ``name`` (e.g. ``"RewardDistributor"``): ``{"abi": [...], "bytecode": "0x..."}``."""
+    """The artifact of contract ``name`` (e.g. ``"RewardDistributor"``): ``{"abi", "bytecode"}``."""
     path = ABI_DIR / f"{name}.json"
     if not path.is_file():
         raise ArtifactMissingError(
-            f"contract artifact {path} is missing; export the ABIs from the Foundry build (contracts/README.md)"
+            f"contract artifact {path} is missing; export the ABIs from the Foundry build "
+            "(see contracts/README.md)"
         )
     return json.loads(path.read_text())
 

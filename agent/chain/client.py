@@ -67,7 +67,7 @@ class ChainUnreachableError(UserFacingError):
 
 
 class TransactionRevertedError(UserFacingError):
-    """A transaction (or its gas estimate) reverted. ``reason`` is the decoded error, ``tx_hash`` may be None."""
+    """A transaction (or its gas estimate) reverted; ``reason`` is the decoded error, ``tx_hash`` or None."""
 
     exit_code = 1
 
@@ -290,7 +290,7 @@ class ChainClient:
         return int(self.retrying(lambda: self.w3.eth.block_number, "eth_blockNumber"))
 
     def call(self, contract: Any, function: str, args: Sequence[Any] = ()) -> Any:
-        """Read ``contract.function(*args)`` with ``eth_call``; reverts raise :class:`TransactionRevertedError`."""
+        """``eth_call`` of ``contract.function(*args)``; a revert raises TransactionRevertedError."""
         bound = contract.get_function_by_name(function)(*args)
         try:
             return self.retrying(bound.call, f"call {function}")
@@ -498,7 +498,9 @@ class ChainClient:
                 self.reconcile_nonce()
         raise AssertionError("unreachable")
 
-    def transact(self, to: str, data: bytes = b"", value: int = 0, *, action: str = "transaction") -> TxResult:
+    def transact(
+        self, to: str, data: bytes = b"", value: int = 0, *, action: str = "transaction"
+    ) -> TxResult:
         """Send and wait for the receipt; a reverted transaction raises :class:`TransactionRevertedError`."""
         signed = self.send(to, data, value)
         result = self.wait_for_receipt(signed.tx_hash)
