@@ -58,6 +58,7 @@ class TrainingConfig(_Section):
     epochs: float = Field(default=20, gt=0, description="stop after this many passes over the shard")
     grad_clip_norm: float | None = Field(default=5.0, gt=0, description="clip gradients to this L2 norm")
     seed: int = Field(default=0, ge=0)
+    eval_interval_s: float = Field(default=2.0, gt=0, le=3600, description="seconds between test-slice evaluations")
 
     @field_validator("model")
     @classmethod
@@ -97,13 +98,19 @@ class SwarmConfig(_Section):
     port: int = Field(default=0, ge=0, le=65535, description="TCP port for libp2p; 0 = any free port")
     target_group_size: int = Field(default=8, ge=2, le=256)
     min_group_size: int = Field(default=2, ge=1)
-    matchmaking_time: float = Field(default=1.0, gt=0, le=600)
+    matchmaking_time: float = Field(default=2.0, gt=0, le=600, description="seconds to gather a group")
     averaging_timeout: float = Field(default=30.0, gt=0, le=3600)
+    request_timeout: float = Field(default=1.0, gt=0, le=600, description="matchmaking request timeout, seconds")
+    member_ttl: float = Field(default=15.0, ge=2, le=3600, description="a silent agent leaves after this long")
     expected_agents: int = Field(default=0, ge=0, description="wait for this many members before sharding")
     bootstrap_timeout: float = Field(default=30.0, gt=0, description="give up joining after this long")
 
     @model_validator(mode="after")
     def _group_sizes(self) -> SwarmConfig:
+        if self.request_timeout >= self.matchmaking_time:
+            raise ValueError(
+                f"request_timeout ({self.request_timeout}) must be below matchmaking_time ({self.matchmaking_time})"
+            )
         if self.min_group_size > self.target_group_size:
             raise ValueError(
                 f"min_group_size ({self.min_group_size}) must not exceed target_group_size "

@@ -1,0 +1,648 @@
+"""One HyperGPU agent: joins the DHT, trains its shard, averages with its group, checkpoints, reports.
+
+``hypergpu join`` builds an :class:`AgentNode` and calls :meth:`AgentNode.run`. The loop reads top to
+bottom: local steps -> maybe apply a finished averaging round -> maybe start the next one -> maybe
+evaluate, refresh membership, checkpoint -> stop when the swarm reaches its target or the user says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import torch
+
+from agent.errors import NoPeersError, UserFacingError
+from agent.protocol.config import RunConfig
+from agent.protocol.messages import AveragingRoundReport, NodeStatus, TrainingMetrics
+from agent.status import AlertLevel, StatusBoard
+from agent.swarm.averaging import ModelAverager, OverlappedAveraging, RoundOutcome, update_norm_outliers
+from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
+from agent.swarm.membership import SwarmDirectory, pool_evaluations
+from agent.swarm.rolling import RoundStats
+from agent.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from agent.training.datasets import load_dataset
+from agent.training.local_trainer import LocalTrainer
+from agent.training.models import build_model
+from agent.training.sharding import assign_shards
+
+log = logging.getLogger("hypergpu.agent")
+
+POLL_STEPS = 4  # optimizer steps between checks of the round in flight, the stop flag and the clocks
+
+
+@dataclass(frozen=True)
+class NodeOptions:
+    """Run-time options of one agent that are not part of the shared run configuration.
+
+    Args:
+        workdir: folder for this agent's identity key, checkpoints, status file and log.
+        resume: continue from the checkpoint in ``workdir`` instead of starting fresh.
+        max_seconds: stop after this much training time (None = no limit).
+        announce_host, announce_port: address to announce instead of the listen address (emulation, NAT).
+        torch_threads: intra-op threads for this agent (None = torch's default).
+        status_interval_s: how often ``status.json`` is rewritten, seconds.
+    """
+
+    workdir: Path
+    resume: bool = False
+    max_seconds: float | None = None
+    announce_host: str | None = None
+    announce_port: int | None = None
+    torch_threads: int | None = None
+    status_interval_s: float = 1.0
+
+
+@dataclass
+class _Clock:
+    """Wall-clock bookkeeping of one run, seconds since the epoch."""
+
+    process_start: float = field(default_factory=time.time)
+    train_start: float | None = None
+    train_end: float | None = None
+    target_reached_at: float | None = None
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU: the same code runs on both."""
+    return torch.device("cuda:0") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+class AgentNode:
+    """A training agent. Thread-safe controls: :meth:`request_stop`, :meth:`pause`, :meth:`resume`."""
+
+    def __init__(self, config: RunConfig, options: NodeOptions, board: StatusBoard | None = None) -> None:
+        self.config = config
+        self.options = options
+        self.board = board or StatusBoard()
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self.stop_reason = ""
+        self.clock = _Clock()
+        self.round = 0
+        self.stats = RoundStats()
+        self.last_eval: dict[str, Any] | None = None
+        self.swarm_eval: dict[str, Any] | None = None
+        self.peer_id = ""
+        self.visible_addresses: list[str] = []
+        self.members: tuple[str, ...] = ()
+        self.samples_total = 0
+        self.rounds_failed = 0
+        self._samples_since_round = 0
+        self._compute_since_round = 0.0
+        self._steps_since_round = 0
+        self._last_params: list[torch.Tensor] | None = None
+        self._acc_history: list[tuple[float, float]] = []
+        self._round_meta: dict[str, Any] = {}
+        self._round_applied = False
+        self._test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- controls ----------------------------------------------------------------------------------
+    def request_stop(self, reason: str = "stopped by user") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    def pause(self) -> None:
+        self._paused.set()
+        self.board.update(paused=True, status=NodeStatus.PAUSED)
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self.board.update(paused=False, status=NodeStatus.TRAINING)
+
+    # ---- the run -----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train until the target, the epoch budget, ``max_seconds`` or a stop request; returns a summary."""
+        cfg, opts = self.config, self.options
+        opts.workdir.mkdir(parents=True, exist_ok=True)
+        if opts.torch_threads:
+            torch.set_num_threads(opts.torch_threads)
+        torch.manual_seed(cfg.training.seed)
+        device = pick_device()
+        self.board.update(
+            run_id=cfg.swarm.run_id,
+            device=str(device),
+            device_name=device_name(device),
+            status=NodeStatus.JOINING,
+            target_accuracy=cfg.training.target_accuracy,
+            local_batch_size=cfg.training.batch_size,
+            local_steps=cfg.training.local_steps,
+        )
+        train = load_dataset(cfg.training.dataset, cfg.training.data_dir, "train")
+        test = load_dataset(cfg.training.dataset, cfg.training.data_dir, "test")
+        model = build_model(
+            cfg.training.model, num_classes=train.num_classes, in_channels=train.images.shape[1]
+        )
+        model = model.to(device)
+
+        dht = start_dht(
+            DhtOptions(
+                host=cfg.swarm.host,
+                port=cfg.swarm.port,
+                initial_peers=tuple(cfg.swarm.initial_peers),
+                announce_host=opts.announce_host,
+                announce_port=opts.announce_port,
+                identity_path=opts.workdir / "identity.key",
+            )
+        )
+        averager: ModelAverager | None = None
+        try:
+            self.peer_id = dht.peer_id.to_base58()
+            self.visible_addresses = visible_maddrs(dht)
+            log.info("joined the DHT as %s; peers can use %s", self.peer_id, self.visible_addresses[:1])
+            self.board.update(peer_id=self.peer_id)
+            directory = SwarmDirectory(dht, cfg.swarm.run_id, self.peer_id, ttl=cfg.swarm.member_ttl)
+            checkpoint = load_checkpoint(opts.workdir / "checkpoints") if opts.resume else None
+            if opts.resume and checkpoint is None:
+                raise UserFacingError(
+                    f"--resume: no checkpoint in {opts.workdir / 'checkpoints'}; "
+                    "run without --resume to start fresh"
+                )
+            self._publish_card(directory, str(device))
+            members = self._wait_for_members(directory, str(device))
+            self.members = members
+            train_labels = train.labels.numpy()
+            test_labels = test.labels.numpy()
+            shard = assign_shards(train_labels, members, salt="train")[self.peer_id]
+            test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
+            log.info(
+                "shard: %d training samples, %d test samples, %d members",
+                len(shard),
+                len(test_slice),
+                len(members),
+            )
+
+            trainer = LocalTrainer(
+                model,
+                train.images,
+                train.labels,
+                shard,
+                batch_size=cfg.training.batch_size,
+                learning_rate=cfg.training.learning_rate,
+                momentum=cfg.training.momentum,
+                weight_decay=cfg.training.weight_decay,
+                grad_clip_norm=cfg.training.grad_clip_norm,
+                device=device,
+                seed=cfg.training.seed + int.from_bytes(self.peer_id.encode()[-4:], "little"),
+            )
+            params = [p for p in model.parameters()]
+            if checkpoint is not None:
+                self._restore(checkpoint, model, trainer)
+
+            averager = ModelAverager(
+                params,
+                dht,
+                state_provider=lambda: self._shareable_state(model, trainer),
+                prefix=f"{cfg.swarm.run_id}_avg",
+                start=True,
+                target_group_size=cfg.swarm.target_group_size,
+                min_group_size=cfg.swarm.min_group_size,
+                min_matchmaking_time=cfg.swarm.matchmaking_time,
+                request_timeout=cfg.swarm.request_timeout,
+                allreduce_timeout=cfg.swarm.averaging_timeout,
+                next_chunk_timeout=cfg.swarm.averaging_timeout / 2,
+                sender_timeout=cfg.swarm.averaging_timeout / 2,
+                reducer_timeout=cfg.swarm.averaging_timeout / 2,
+                allow_state_sharing=True,
+                declare_state_period=5.0,
+                shutdown_timeout=3.0,
+            )
+            if checkpoint is None and self._swarm_has_progress(directory):
+                self._load_state_from_peers(averager, model, trainer)
+            overlapped = OverlappedAveraging(averager, params, timeout=cfg.swarm.averaging_timeout)
+            self._train_loop(
+                model, trainer, overlapped, directory, test, test_slice, train_labels, test_labels
+            )
+            overlapped.cancel()
+            self._save(model, trainer)
+            directory.withdraw()
+        finally:
+            self.board.update(status=NodeStatus.STOPPED)
+            self._write_status(final=True)
+            if averager is not None:
+                _quietly(averager.shutdown)
+            _quietly(dht.shutdown)
+        return self.summary()
+
+    def _train_loop(
+        self,
+        model: torch.nn.Module,
+        trainer: LocalTrainer,
+        overlapped: OverlappedAveraging,
+        directory: SwarmDirectory,
+        test: Any,
+        test_slice: np.ndarray,
+        train_labels: np.ndarray,
+        test_labels: np.ndarray,
+    ) -> None:
+        cfg, opts = self.config, self.options
+        self._test_tensors = (
+            test.images[torch.from_numpy(test_slice)],
+            test.labels[torch.from_numpy(test_slice)],
+        )
+        self.clock.train_start = time.time()
+        self.board.update(status=NodeStatus.TRAINING, started_at=_utc(self.clock.train_start))
+        next_eval = time.monotonic() + cfg.training.eval_interval_s
+        next_refresh = time.monotonic() + cfg.swarm.member_ttl / 3
+        next_status = 0.0
+        rate_window: list[tuple[float, int]] = [(time.monotonic(), 0)]
+        self._last_params = [p.detach().cpu().clone() for p in model.parameters()]
+        loss = math.nan
+        while not self._stop.is_set():
+            if self._paused.is_set():
+                time.sleep(0.2)
+                self._apply_finished_round(overlapped, model)
+                continue
+            result = trainer.train_steps(POLL_STEPS)
+            self.samples_total += result.samples
+            self._samples_since_round += result.samples
+            self._compute_since_round += result.compute_seconds
+            self._steps_since_round += result.steps
+            if result.steps:
+                loss = result.loss
+                self.stats.add(grad_norm=result.grad_norm)
+            self._apply_finished_round(overlapped, model)
+            if not overlapped.in_flight and self._steps_since_round >= cfg.training.local_steps:
+                self._start_round(overlapped, model)
+            now = time.monotonic()
+            rate_window.append((now, self.samples_total))
+            rate_window = [item for item in rate_window if now - item[0] <= 10.0] or rate_window[-1:]
+            rate = _rate(rate_window)
+            if now >= next_eval:
+                next_eval = now + cfg.training.eval_interval_s
+                assert self._test_tensors is not None
+                self._evaluate(trainer, directory, *self._test_tensors, len(test_labels), loss, rate)
+            if now >= next_refresh:
+                next_refresh = now + cfg.swarm.member_ttl / 3
+                self._refresh_membership(directory, trainer, train_labels, test_labels, test)
+            if now >= next_status:
+                next_status = now + opts.status_interval_s
+                self.board.update(
+                    round=self.round,
+                    step=trainer.steps_done,
+                    epoch=trainer.epochs_done,
+                    loss=loss,
+                    samples_per_s=rate,
+                    samples_total=self.samples_total,
+                )
+                self._write_status()
+            if trainer.epochs_done >= cfg.training.epochs:
+                self.request_stop(f"finished {cfg.training.epochs} epochs")
+            if opts.max_seconds is not None and time.time() - self.clock.train_start >= opts.max_seconds:
+                self.request_stop(f"reached max_seconds={opts.max_seconds:g}")
+            if self.round and self.round % cfg.checkpoint.every_rounds == 0 and self._round_applied:
+                self._save(model, trainer)
+            self._round_applied = False
+        self.clock.train_end = time.time()
+        log.info("stopping: %s", self.stop_reason)
+
+    # ---- averaging rounds --------------------------------------------------------------------------
+    def _start_round(self, overlapped: OverlappedAveraging, model: torch.nn.Module) -> None:
+        current = [p.detach().cpu() for p in model.parameters()]
+        update_norm = math.sqrt(
+            sum(
+                float((c - last).pow(2).sum())
+                for c, last in zip(current, self._last_params or current, strict=True)
+            )
+        )
+        gather = {
+            "nonce": secrets.token_hex(4),
+            "round": self.round,
+            "samples": self._samples_since_round,
+            "compute_s": round(self._compute_since_round, 4),
+            "update_norm": update_norm,
+        }
+        self._round_meta = dict(gather, started=time.monotonic())
+        overlapped.start_round(weight=self._samples_since_round, gather=gather)
+        self.board.update(status=NodeStatus.AVERAGING)
+        self._samples_since_round = 0
+        self._compute_since_round = 0.0
+        self._steps_since_round = 0
+
+    def _apply_finished_round(self, overlapped: OverlappedAveraging, model: torch.nn.Module) -> None:
+        outcome = overlapped.poll()
+        if outcome is None:
+            return
+        self._round_applied = outcome.success
+        self._last_params = [p.detach().cpu().clone() for p in model.parameters()]
+        self._record_round(outcome)
+        self.board.update(status=NodeStatus.PAUSED if self._paused.is_set() else NodeStatus.TRAINING)
+
+    def _record_round(self, outcome: RoundOutcome) -> None:
+        meta = self._round_meta
+        n = len(outcome.members)
+        param_bytes = sum(t.numel() * t.element_size() for t in self._last_params or [])
+        # Butterfly all-reduce: each member sends and receives (n-1)/n of the vector twice (scatter, gather).
+        traffic = int(2 * (n - 1) / n * param_bytes) if n else 0
+        if outcome.success:
+            rounds_seen = [int(p.get("round", 0)) for p in outcome.gathered.values() if isinstance(p, dict)]
+            self.round = max([self.round, *rounds_seen]) + 1
+            norms = {peer: float(p.get("update_norm", math.nan)) for peer, p in outcome.gathered.items()}
+            for peer in update_norm_outliers(norms):
+                if peer != self.peer_id:
+                    self.board.alert(
+                        "update_outlier",
+                        f"peer {peer[:12]} sent an update of norm {norms[peer]:.3g}, far from the group's",
+                        peer_id=peer,
+                    )
+            self.stats.ok_rounds += 1
+            self.stats.add(
+                round_s=outcome.seconds,
+                group_size=n,
+                bytes=traffic,
+                update_norm=float(meta.get("update_norm", 0.0)),
+                wait_s=max(0.0, outcome.seconds - self.config.swarm.matchmaking_time),
+            )
+            self.board.update(group=outcome.members)
+        else:
+            self.rounds_failed += 1
+            self.stats.failed_rounds += 1
+            log.info("averaging round skipped: %s", outcome.error or outcome.rejected_reason)
+            self.board.alert(
+                "round_failed",
+                f"averaging round failed: {outcome.error or outcome.rejected_reason}",
+                level=AlertLevel.INFO,
+            )
+        report = AveragingRoundReport(
+            run_id=self.config.swarm.run_id,
+            round=self.round,
+            group_id=outcome.group_id,
+            members=outcome.members,
+            samples=int(meta.get("samples", 0)),
+            compute_seconds=float(meta.get("compute_s", 0.0)),
+            wait_seconds=max(0.0, outcome.seconds),
+            bytes_sent=traffic,
+            bytes_received=traffic,
+            success=outcome.success,
+        )
+        self.board.record_round(report)
+
+    # ---- evaluation, membership, state --------------------------------------------------------------
+    def _evaluate(
+        self,
+        trainer: LocalTrainer,
+        directory: SwarmDirectory,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        test_size: int,
+        loss: float,
+        rate: float,
+    ) -> None:
+        cfg = self.config
+        result = trainer.evaluate(images, targets)
+        directory.publish_eval(
+            result.correct, result.total, result.loss * result.total, ttl=cfg.training.eval_interval_s * 5
+        )
+        self.last_eval = {
+            "accuracy": result.accuracy,
+            "loss": result.loss,
+            "total": result.total,
+            "at": time.time(),
+        }
+        pooled = pool_evaluations(
+            directory.evaluations(max_age=cfg.training.eval_interval_s * 2.5), test_size
+        )
+        accuracy = result.accuracy
+        if pooled is not None:
+            self.swarm_eval = {**asdict(pooled), "at": time.time()}
+            accuracy = pooled.accuracy
+            if pooled.coverage >= 0.9 and pooled.accuracy >= cfg.training.target_accuracy:
+                if self.clock.target_reached_at is None:
+                    self.clock.target_reached_at = time.time()
+                directory.mark_done(pooled.accuracy)
+                self.request_stop(
+                    f"swarm reached {pooled.accuracy:.4f} >= target {cfg.training.target_accuracy}"
+                )
+        if not self._stop.is_set() and directory.is_done():
+            self.request_stop("another agent saw the swarm reach the target")
+        self.board.update(accuracy=accuracy, eta_to_target_s=self._eta(accuracy))
+        self.board.record_metrics(
+            TrainingMetrics(
+                loss=loss if math.isfinite(loss) else result.loss,
+                accuracy=accuracy,
+                epoch=trainer.epochs_done,
+                step=trainer.steps_done,
+                samples_per_s=rate,
+            )
+        )
+
+    def _eta(self, accuracy: float) -> float | None:
+        """Seconds to the target at the present rate of accuracy gain (linear in the error, last minute)."""
+        now = time.time()
+        self._acc_history.append((now, accuracy))
+        self._acc_history = [(t, a) for t, a in self._acc_history if now - t <= 60.0]
+        (t0, a0), (t1, a1) = self._acc_history[0], self._acc_history[-1]
+        target = self.config.training.target_accuracy
+        if a1 >= target:
+            return 0.0
+        if t1 - t0 < 3.0 or a1 <= a0:
+            return None
+        return (target - a1) / ((a1 - a0) / (t1 - t0))
+
+    def _publish_card(self, directory: SwarmDirectory, device: str) -> None:
+        from agent.swarm.membership import MemberCard
+
+        directory.publish_card(MemberCard(self.peer_id, self.round, self.samples_total, device))
+
+    def _wait_for_members(self, directory: SwarmDirectory, device: str) -> tuple[str, ...]:
+        """Wait (up to ``bootstrap_timeout``) until ``expected_agents`` members are visible."""
+        cfg = self.config.swarm
+        deadline = time.monotonic() + cfg.bootstrap_timeout
+        while True:
+            members = tuple(sorted(set(directory.members()) | {self.peer_id}))
+            if len(members) >= max(cfg.expected_agents, 1) or self._stop.is_set():
+                return members
+            if time.monotonic() > deadline:
+                if cfg.expected_agents and len(members) < 2:
+                    raise NoPeersError(
+                        f"no other agent of run {cfg.run_id!r} appeared within {cfg.bootstrap_timeout:g} s; "
+                        "check --initial-peers and --run-id, or lower --expected-agents"
+                    )
+                log.warning(
+                    "only %d of %d expected agents visible; starting anyway",
+                    len(members),
+                    cfg.expected_agents,
+                )
+                return members
+            self._publish_card(directory, device)
+            time.sleep(0.3)
+
+    def _refresh_membership(
+        self,
+        directory: SwarmDirectory,
+        trainer: LocalTrainer,
+        train_labels: np.ndarray,
+        test_labels: np.ndarray,
+        test: Any,
+    ) -> None:
+        self._publish_card(directory, str(trainer.device))
+        members = tuple(sorted(set(directory.members()) | {self.peer_id}))
+        if members != self.members:
+            gone = set(self.members) - set(members)
+            came = set(members) - set(self.members)
+            for peer in gone:
+                self.board.alert("peer_lost", f"peer {peer[:12]} left the run (no heartbeat)", peer_id=peer)
+            for peer in came:
+                self.board.alert(
+                    "peer_joined", f"peer {peer[:12]} joined the run", level=AlertLevel.INFO, peer_id=peer
+                )
+            self.members = members
+            trainer.set_shard(assign_shards(train_labels, members, salt="train")[self.peer_id])
+            test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
+            self._test_tensors = (
+                test.images[torch.from_numpy(test_slice)],
+                test.labels[torch.from_numpy(test_slice)],
+            )
+            log.info(
+                "membership changed (%d members): resharded to %d samples", len(members), len(trainer.shard)
+            )
+
+    def _swarm_has_progress(self, directory: SwarmDirectory) -> bool:
+        return any(card.round > 0 for peer, card in directory.members().items() if peer != self.peer_id)
+
+    def _shareable_state(
+        self, model: torch.nn.Module, trainer: LocalTrainer
+    ) -> tuple[dict[str, Any], list[torch.Tensor]]:
+        tensors = [p.detach() for p in model.parameters()]
+        momentum = [trainer.optimizer.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
+        has_momentum = all(m is not None for m in momentum)
+        if has_momentum:
+            tensors += [m.detach() for m in momentum]  # type: ignore[union-attr]
+        return {"round": self.round, "momentum": has_momentum, "model": self.config.training.model}, tensors
+
+    def _load_state_from_peers(
+        self, averager: ModelAverager, model: torch.nn.Module, trainer: LocalTrainer
+    ) -> None:
+        self.board.update(status=NodeStatus.LOADING_STATE)
+        started = time.perf_counter()
+        loaded = averager.load_state_from_peers(timeout=self.config.swarm.averaging_timeout)
+        if loaded is None:
+            log.warning("could not load state from peers; starting from fresh parameters")
+            self.board.alert("state_load_failed", "could not download the swarm's state; starting fresh")
+            return
+        metadata, tensors = loaded
+        params = list(model.parameters())
+        if metadata.get("model") != self.config.training.model or len(tensors) < len(params):
+            log.warning("peer state does not match model %s; ignored", self.config.training.model)
+            return
+        with torch.no_grad():
+            for param, value in zip(params, tensors[: len(params)], strict=True):
+                if param.shape != value.shape:
+                    log.warning("peer state shape mismatch; ignored")
+                    return
+                param.copy_(value.to(param.device))
+            if metadata.get("momentum") and len(tensors) == 2 * len(params):
+                for param, value in zip(params, tensors[len(params) :], strict=True):
+                    trainer.optimizer.state[param]["momentum_buffer"] = value.to(param.device).clone()
+        self.round = int(metadata.get("round", 0))
+        log.info("loaded the swarm's state (round %d) in %.2f s", self.round, time.perf_counter() - started)
+        self.board.alert("state_loaded", f"loaded swarm state at round {self.round}", level=AlertLevel.INFO)
+
+    def _restore(self, checkpoint: Checkpoint, model: torch.nn.Module, trainer: LocalTrainer) -> None:
+        if checkpoint.model_name != self.config.training.model:
+            raise UserFacingError(
+                f"checkpoint is for model {checkpoint.model_name!r}, not {self.config.training.model!r}; "
+                "use the same --model or start without --resume"
+            )
+        model.load_state_dict(checkpoint.model_state)
+        trainer.optimizer.load_state_dict(checkpoint.optimizer_state)
+        self.round = checkpoint.round
+        self.samples_total = checkpoint.samples
+        trainer.steps_done = checkpoint.step
+        log.info("resumed from checkpoint at round %d", checkpoint.round)
+
+    def _save(self, model: torch.nn.Module, trainer: LocalTrainer) -> Path:
+        return save_checkpoint(
+            self.options.workdir / "checkpoints",
+            Checkpoint(
+                model_state=model.state_dict(),
+                optimizer_state=trainer.optimizer.state_dict(),
+                round=self.round,
+                samples=self.samples_total,
+                step=trainer.steps_done,
+                run_id=self.config.swarm.run_id,
+                model_name=self.config.training.model,
+            ),
+            keep=self.config.checkpoint.keep,
+        )
+
+    # ---- reporting ---------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        snap = self.board.snapshot()
+        return {
+            "peer_id": self.peer_id,
+            "addresses": self.visible_addresses,
+            "status": snap.status.value,
+            "stop_reason": self.stop_reason,
+            "round": self.round,
+            "rounds_ok": self.stats.ok_rounds,
+            "rounds_failed": self.rounds_failed,
+            "samples_total": self.samples_total,
+            "members": len(self.members),
+            "loss": snap.loss,
+            "last_eval": self.last_eval,
+            "swarm_eval": self.swarm_eval,
+            "clock": asdict(self.clock),
+            "round_stats": self.stats.as_dict(),
+            "rss_mb": _tree_memory_mb(),
+            "pid": os.getpid(),
+        }
+
+    def _write_status(self, final: bool = False) -> None:
+        data = self.summary() | {"final": final, "written_at": time.time()}
+        target = self.options.workdir / "status.json"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, default=str))
+        os.replace(tmp, target)
+
+
+def _rate(window: list[tuple[float, int]]) -> float:
+    (t0, s0), (t1, s1) = window[0], window[-1]
+    return (s1 - s0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def _utc(timestamp: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def _tree_memory_mb() -> float:
+    """Proportional set size (PSS) of this process and its children, MiB: shared pages counted once."""
+    total = 0.0
+    try:
+        me = psutil.Process()
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                total += proc.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                continue
+    except psutil.Error:
+        return math.nan
+    return total / 2**20
+
+
+def _quietly(action: Any) -> None:
+    try:
+        action()
+    except Exception:  # shutdown of hivemind helpers must not mask the reason we stopped
+        log.debug("shutdown step failed", exc_info=True)
