@@ -103,7 +103,9 @@ def _decode(buffer: memoryview, offset: int) -> tuple[torch.Tensor, int]:
         )
     magic, version, code, ndim = _TENSOR_HEADER.unpack_from(buffer, offset)
     if magic != TENSOR_MAGIC:
-        raise WireFormatError(f"bad tensor magic {bytes(magic)!r} at byte {offset}; expected {TENSOR_MAGIC!r}")
+        raise WireFormatError(
+            f"bad tensor magic {bytes(magic)!r} at byte {offset}; expected {TENSOR_MAGIC!r}"
+        )
     if version != WIRE_VERSION:
         raise WireFormatError(f"unsupported wire version {version}; this agent reads version {WIRE_VERSION}")
     if code not in _DTYPES:

@@ -352,7 +352,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 class Cifar10Dataset(DatasetPlugin):
-    """CIFAR-10 from ``cifar-10-batches-py`` (data_batch_1..5, test_batch), in DIR/ or DIR/cifar-10-batches-py/."""
+    """CIFAR-10 python-pickle batches (data_batch_1..5, test_batch) in DIR/ or DIR/cifar-10-batches-py/."""
 
     name = "cifar10"
     num_classes = 10
