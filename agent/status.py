@@ -167,9 +167,17 @@ class StatusBoard:
         self._emit("round", report.model_dump(mode="json"))
 
     def alert(
-        self, kind: str, message: str, *, level: AlertLevel = AlertLevel.WARNING, peer_id: str | None = None
+        self,
+        kind: str,
+        message: str,
+        *,
+        level: AlertLevel = AlertLevel.WARNING,
+        peer_id: str | None = None,
+        timestamp: datetime | None = None,
     ) -> Alert:
-        item = Alert(kind=kind, message=message, level=level, peer_id=peer_id)
+        """Record an alert; ``timestamp`` defaults to now (give one to replay or to make tests repeatable)."""
+        moment = timestamp or utc_now()
+        item = Alert(kind=kind, message=message, level=level, peer_id=peer_id, timestamp=moment)
         with self._lock:
             self._alerts.append(item)
         self._emit("alert", item.model_dump(mode="json"))
