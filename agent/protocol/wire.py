@@ -80,6 +80,14 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     return array.reshape(-1)
 
 
+def tensor_data(tensor: torch.Tensor) -> memoryview:
+    """The tensor's data exactly as it travels on the wire (little-endian, C order), as bytes.
+
+    A view without copying when the tensor is already contiguous on the CPU; used for hashing.
+    """
+    return memoryview(_to_numpy(tensor).view(np.uint8))
+
+
 def _encode(tensor: torch.Tensor, parts: list[bytes | memoryview]) -> None:
     code = _CODE_OF.get(tensor.dtype)
     array = _to_numpy(tensor)
