@@ -134,24 +134,30 @@ class DatasetPlugin(ABC):
 
 def _read_cache(cache_dir: Path, fingerprint: str) -> tuple[np.ndarray, np.ndarray] | None:
     entry = cache_dir / fingerprint
+    if not entry.is_dir():
+        return None
     try:
         meta = json.loads((entry / "meta.json").read_text())
         images = np.load(entry / "images.npy", allow_pickle=False)
         labels = np.load(entry / "labels.npy", allow_pickle=False)
+        intact = (
+            meta.get("images_shape") == list(images.shape)
+            and meta.get("labels_len") == len(labels)
+            and images.dtype == np.uint8
+            and meta.get("labels_sha256") == hashlib.sha256(labels.tobytes()).hexdigest()
+            and meta.get("images_sha256") == hashlib.sha256(images.tobytes()).hexdigest()
+        )
     except (OSError, ValueError):
-        return None
-    if (
-        meta.get("images_shape") != list(images.shape)
-        or meta.get("labels_len") != len(labels)
-        or images.dtype != np.uint8
-        or meta.get("labels_sha256") != hashlib.sha256(labels.tobytes()).hexdigest()
-    ):
-        log.warning("ignoring damaged dataset cache entry %s; decoding the source files again", entry)
+        intact = False
+    if not intact:
+        log.warning("removing damaged dataset cache entry %s; decoding the source files again", entry)
+        shutil.rmtree(entry, ignore_errors=True)
         return None
     return images, labels
 
 
 def _write_cache(cache_dir: Path, fingerprint: str, images: np.ndarray, labels: np.ndarray) -> None:
+    staging: Path | None = None
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{fingerprint[:12]}-", dir=cache_dir))
@@ -161,13 +167,19 @@ def _write_cache(cache_dir: Path, fingerprint: str, images: np.ndarray, labels: 
             "images_shape": list(images.shape),
             "labels_len": len(labels),
             "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest(),
+            "images_sha256": hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest(),
         }
         (staging / "meta.json").write_text(json.dumps(meta))
-        entry = cache_dir / fingerprint
-        shutil.rmtree(entry, ignore_errors=True)
-        staging.rename(entry)  # atomic: readers see a whole entry or none
+        # atomic: readers see a whole entry or none. It fails harmlessly when another agent on this
+        # host has just written the same entry.
+        staging.rename(cache_dir / fingerprint)
+        staging = None
     except OSError as error:  # the cache only saves time; training goes on without it
-        log.warning("could not write dataset cache in %s: %s", cache_dir, error)
+        if not (cache_dir / fingerprint).is_dir():
+            log.warning("could not write dataset cache in %s: %s", cache_dir, error)
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # ---- MNIST ---------------------------------------------------------------------------------------------
@@ -289,11 +301,12 @@ def verify_mnist_file(path: Path, name: str | None = None) -> None:
         )
 
 
-def download_mnist(folder: Path, mirrors: tuple[str, ...] = MNIST_MIRRORS, timeout_s: float = 60.0) -> Path:
+def download_mnist(folder: Path, mirrors: tuple[str, ...] | None = None, timeout_s: float = 60.0) -> Path:
     """Fetch the four MNIST .gz files into ``folder`` (skipping valid ones) and verify their sha256.
 
-    ``mirrors`` are URL prefixes tried in order (``file://`` works too); ``timeout_s`` bounds each
-    request. Each file is written to ``NAME.part`` and renamed only once its checksum matches.
+    ``mirrors`` are URL prefixes tried in order (default MNIST_MIRRORS; ``file://`` works too);
+    ``timeout_s`` bounds each request. Each file is written to ``NAME.part`` and renamed only once
+    its checksum matches.
     Returns ``folder``; raises DatasetError when a file cannot be obtained from any mirror.
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -306,7 +319,7 @@ def download_mnist(folder: Path, mirrors: tuple[str, ...] = MNIST_MIRRORS, timeo
             except DatasetError:
                 log.warning("%s fails its checksum; downloading it again", target)
         failures = []
-        for mirror in mirrors:
+        for mirror in mirrors or MNIST_MIRRORS:
             partial = folder / f"{name}.part"
             url = mirror + name
             try:
