@@ -1,0 +1,1 @@
+"""Network: emulated WAN links for local swarms, and link monitoring in every agent."""
