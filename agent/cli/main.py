@@ -23,9 +23,12 @@ app = typer.Typer(
 )
 
 # ---- sub-commands (one module each; keep this block sorted) ----------------------------------------
-from agent.cli import config_cmd  # noqa: E402
+from agent.cli import config_cmd, join_cmd, swarm_cmd  # noqa: E402
 
 app.add_typer(config_cmd.config_app, name="config")
+app.command("join")(join_cmd.join)
+app.command("bootstrap")(join_cmd.bootstrap)
+app.command("swarm")(swarm_cmd.swarm)
 # ---- end of sub-commands ------------------------------------------------------------------------------
 
 log = logging.getLogger("hypergpu")

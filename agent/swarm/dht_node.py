@@ -92,7 +92,8 @@ def start_dht(options: DhtOptions) -> hivemind.DHT:
         text = str(exc)
         if options.initial_peers and ("bootstrap" in text.lower() or "connect" in text.lower() or not text):
             raise BootstrapError(
-                f"could not reach any initial peer ({', '.join(options.initial_peers)}): {text or type(exc).__name__}. "
+                f"could not reach any initial peer ({', '.join(options.initial_peers)}): "
+                f"{text or type(exc).__name__}. "
                 "Check that the address is right, that the peer is running, and that its port is reachable."
             ) from exc
         if "address already in use" in text.lower():

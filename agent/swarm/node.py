@@ -220,7 +220,7 @@ class AgentNode:
                 request_timeout=cfg.swarm.request_timeout,
                 allreduce_timeout=cfg.swarm.averaging_timeout,
                 next_chunk_timeout=cfg.swarm.averaging_timeout / 2,
-                sender_timeout=cfg.swarm.averaging_timeout / 2,
+                sender_timeout=cfg.swarm.averaging_timeout / 3,
                 reducer_timeout=cfg.swarm.averaging_timeout / 2,
                 allow_state_sharing=True,
                 declare_state_period=5.0,

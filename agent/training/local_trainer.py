@@ -127,14 +127,14 @@ class LocalTrainer:
             loss.backward()
             max_norm = self.grad_clip_norm if self.grad_clip_norm is not None else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
-            if not (math.isfinite(grad_norm) and math.isfinite(float(loss))):
+            if not (math.isfinite(grad_norm) and math.isfinite(loss.item())):
                 skipped += 1
                 log.warning(
                     "skipped a batch with non-finite loss or gradient (loss=%s, norm=%s)", loss, grad_norm
                 )
                 continue
             self.optimizer.step()
-            loss_sum += float(loss)
+            loss_sum += loss.item()
             norm_sum += grad_norm
             samples += len(targets)
         done = steps - skipped
