@@ -286,6 +286,12 @@ def _signable(report: RoundReport, domain: ReportDomain):
     )
 
 
+def report_digest(report: RoundReport, domain: ReportDomain) -> bytes:
+    """The 32-byte EIP-712 hash that is signed: equal digests mean the very same report."""
+    signable = _signable(report, domain)
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
 def sign_round_report(account: LocalAccount, report: RoundReport, domain: ReportDomain) -> SignedRoundReport:
     """Sign ``report`` with ``account`` (the agent's wallet) under ``domain``."""
     signed = account.sign_message(_signable(report, domain))
