@@ -99,7 +99,7 @@ class SignedTransaction:
     nonce: int
     gas_limit: int
     gas_estimate: int
-    to: str
+    to: str | None  # None: contract creation
     value: int
 
 
@@ -113,6 +113,7 @@ class TxResult:
     gas_used: int
     effective_gas_price: int
     logs: tuple[Any, ...]
+    contract_address: str | None = None  # set when the transaction created a contract
 
     @property
     def fee_wei(self) -> int:
@@ -342,6 +343,7 @@ class ChainClient:
             gas_used=int(receipt["gasUsed"]),
             effective_gas_price=int(receipt.get("effectiveGasPrice", 0)),
             logs=tuple(receipt["logs"]),
+            contract_address=receipt.get("contractAddress"),
         )
 
     def transaction_known(self, tx_hash: str) -> bool:
@@ -380,17 +382,22 @@ class ChainClient:
         data = contract.encode_abi(function, args=list(args))
         return contract.address, bytes(HexBytes(data))
 
-    def estimate_gas_limit(self, to: str, data: bytes = b"", value: int = 0) -> tuple[int, int]:
+    def estimate_gas_limit(self, to: str | None, data: bytes = b"", value: int = 0) -> tuple[int, int]:
         """``(estimate, limit)`` for a transaction from this account; ``limit = estimate * (1 + margin)``.
+
+        ``to=None`` estimates a contract creation with ``data`` as init code.
 
         A revert during estimation raises :class:`TransactionRevertedError` with the decoded reason.
         """
         account = self._require_account()
-        request = {"from": account.address, "to": to_checksum_address(to), "data": data, "value": value}
+        request: dict[str, Any] = {"from": account.address, "data": data, "value": value}
+        if to is not None:
+            request["to"] = to_checksum_address(to)
         try:
             estimate = int(self.retrying(lambda: self.w3.eth.estimate_gas(request), "eth_estimateGas"))
         except (ContractCustomError, ContractLogicError) as error:
-            raise TransactionRevertedError(f"transaction to {to}", describe_revert(error.data)) from None
+            what = f"transaction to {to}" if to else "contract creation"
+            raise TransactionRevertedError(what, describe_revert(error.data)) from None
         return estimate, margin_gas_limit(estimate, self.gas_margin)
 
     def fees(self) -> tuple[int, int]:
@@ -428,23 +435,28 @@ class ChainClient:
             if self._next_nonce is None or self._next_nonce <= nonce:
                 self._next_nonce = nonce + 1
 
-    def sign(self, to: str, data: bytes = b"", value: int = 0) -> SignedTransaction:
-        """Estimate gas, price it (EIP-1559), take the next local nonce and sign. Nothing is sent."""
+    def sign(self, to: str | None, data: bytes = b"", value: int = 0) -> SignedTransaction:
+        """Estimate gas, price it (EIP-1559), take the next local nonce and sign. Nothing is sent.
+
+        ``to=None`` signs a contract creation with ``data`` as init code.
+        """
         account = self._require_account()
         estimate, gas_limit = self.estimate_gas_limit(to, data, value)
         max_fee, tip = self.fees()
         nonce = self._take_nonce()
-        transaction = {
+        checksummed = to_checksum_address(to) if to is not None else None
+        transaction: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
             "nonce": nonce,
-            "to": to_checksum_address(to),
             "value": value,
             "data": data,
             "gas": gas_limit,
             "maxFeePerGas": max_fee,
             "maxPriorityFeePerGas": tip,
         }
+        if checksummed is not None:
+            transaction["to"] = checksummed
         signed = account.sign_transaction(transaction)
         return SignedTransaction(
             tx_hash=HexBytes(signed.hash).to_0x_hex(),
@@ -452,7 +464,7 @@ class ChainClient:
             nonce=nonce,
             gas_limit=gas_limit,
             gas_estimate=estimate,
-            to=to_checksum_address(to),
+            to=checksummed,
             value=value,
         )
 
@@ -485,7 +497,7 @@ class ChainClient:
         log.info("sent %s (nonce %d, gas limit %d)", signed.tx_hash, signed.nonce, signed.gas_limit)
         return signed.tx_hash
 
-    def send(self, to: str, data: bytes = b"", value: int = 0) -> SignedTransaction:
+    def send(self, to: str | None, data: bytes = b"", value: int = 0) -> SignedTransaction:
         """Sign and broadcast; on a stale nonce, reconcile with the chain and sign once more."""
         for attempt in range(2):
             signed = self.sign(to, data, value)
@@ -499,7 +511,7 @@ class ChainClient:
         raise AssertionError("unreachable")
 
     def transact(
-        self, to: str, data: bytes = b"", value: int = 0, *, action: str = "transaction"
+        self, to: str | None, data: bytes = b"", value: int = 0, *, action: str = "transaction"
     ) -> TxResult:
         """Send and wait for the receipt; a reverted transaction raises :class:`TransactionRevertedError`."""
         signed = self.send(to, data, value)
