@@ -127,13 +127,18 @@ def assign_shards(labels: np.ndarray, members: Sequence[str], salt: str = "") ->
 
 
 def moved_fraction(before: Mapping[str, np.ndarray], after: Mapping[str, np.ndarray]) -> float:
-    """Fraction of samples whose owner differs between two assignments of the same samples."""
-    owners_before = {int(i): member for member, indices in before.items() for i in indices}
-    changed = sum(
-        1 for member, indices in after.items() for i in indices if owners_before.get(int(i)) != member
-    )
-    total = sum(len(indices) for indices in after.values())
-    return changed / total if total else 0.0
+    """Fraction of samples (those assigned in ``after``) whose owner differs from ``before``."""
+    names = {name: code for code, name in enumerate(sorted({*before, *after}))}
+    size = 1 + max((int(ix.max()) for ix in (*before.values(), *after.values()) if len(ix)), default=-1)
+    owner_before = np.full(size, -1)
+    owner_after = np.full(size, -1)
+    for name, indices in before.items():
+        owner_before[indices] = names[name]
+    for name, indices in after.items():
+        owner_after[indices] = names[name]
+    assigned = owner_after >= 0
+    total = int(assigned.sum())
+    return float((owner_before[assigned] != owner_after[assigned]).sum()) / total if total else 0.0
 
 
 def indices_checksum(indices: np.ndarray) -> str:
