@@ -1,0 +1,1 @@
+"""Adaptation: pure decisions (groups, local work, timeouts, who averages) drawn from measurements."""
