@@ -193,15 +193,17 @@ class VerificationResult:
 
 @dataclass
 class BindingBook:
-    """Verified wallet <-> peer bindings of one run. The first valid binding of a peer id wins.
+    """Verified wallet <-> peer bindings of one run. The first valid binding wins.
 
-    A later binding of the same peer to another wallet is refused (it could only steal the peer's rounds);
-    a re-published binding to the same wallet may update the declared hardware.
+    As on chain (``TrainingRegistry``), within a run a peer id has one wallet and a wallet one peer id: a
+    later binding that would change either is refused (it could only steal or duplicate rounds). A
+    re-published binding of the same pair may update the declared hardware.
     """
 
     run_id: str
     domain: ReportDomain
     peers: dict[str, BoundPeer] = field(default_factory=dict)
+    records: dict[str, SignedNodeBinding] = field(default_factory=dict)
 
     def add(self, signed: SignedNodeBinding) -> BoundPeer:
         """Verify and record ``signed``; raises :class:`ReportError` with the reason when refused."""
@@ -212,10 +214,18 @@ class BindingBook:
             raise ReportError(
                 f"peer {binding.peer_id} is already bound to {known.wallet}; binding to {wallet} refused"
             )
+        if known is None:
+            other = next((peer for peer in self.peers.values() if peer.wallet == wallet), None)
+            if other is not None:
+                raise ReportError(
+                    f"wallet {wallet} is already bound to peer {other.peer_id}; binding to "
+                    f"{binding.peer_id} refused (use one wallet per agent)"
+                )
         bound = BoundPeer(
             binding.peer_id, wallet, binding.device, binding.hardware_name, binding.benchmark_samples_per_s
         )
         self.peers[binding.peer_id] = bound
+        self.records[binding.peer_id] = signed
         return bound
 
     def add_all(self, bindings: Iterable[SignedNodeBinding]) -> list[str]:

@@ -104,16 +104,21 @@ def test_a_lone_agent_cannot_invent_rounds():
     assert reasons(result) == {PEERS[1]: RejectReason.FORGED, PEERS[2]: RejectReason.FORGED}
 
 
-def test_a_lone_agent_with_two_peer_ids_on_one_wallet_cannot_confirm_itself():
+def test_a_lone_agent_cannot_bind_two_peer_ids_to_one_wallet():
     bindings = BindingBook(RUN, DOMAIN)
-    for peer in PEERS[:2]:
-        binding = NodeBinding(
-            run_id=RUN, peer_id=peer, wallet=WALLETS[0].address, device="cpu", timestamp=NOW
+    signed = [
+        sign_node_binding(
+            WALLETS[0],
+            NodeBinding(run_id=RUN, peer_id=peer, wallet=WALLETS[0].address, device="cpu", timestamp=NOW),
+            DOMAIN,
         )
-        bindings.add(sign_node_binding(WALLETS[0], binding, DOMAIN))
+        for peer in PEERS[:2]
+    ]
+    refused = bindings.add_all(signed)
+    assert len(refused) == 1 and "already bound to peer" in refused[0]
     receipt = build_group_receipt(5, [report(i, [0, 1], signer=WALLETS[0]) for i in (0, 1)])
     result = verify([receipt], bindings=bindings)
-    assert result.accepted == [] and len(result.pending) == 2
+    assert result.accepted == [] and reasons(result) == {PEERS[1]: RejectReason.UNBOUND}
 
 
 def test_min_group_size_is_enforced():
