@@ -2,7 +2,7 @@
 
 The RPC URL, chain id and contract addresses come from the run configuration's ``[chain]`` section or
 from the environment (``HYPERGPU_CHAIN__RPC_URL``, ``HYPERGPU_CHAIN__NETWORK``,
-``HYPERGPU_CHAIN__REWARD_DISTRIBUTOR`` ...), see :func:`agent.protocol.config.load_run_config`.
+``HYPERGPU_CHAIN__ATTESTATION_ADDRESS`` ...), see :func:`agent.protocol.config.load_run_config`.
 This module imports neither web3 nor the contracts, so configuration code can use it cheaply.
 """
 
@@ -76,11 +76,13 @@ class ChainConfig(BaseModel):
 
     network: NetworkName = Field(default=NetworkName.LOCAL, description="local, monad-testnet or monad")
     rpc_url: str | None = Field(default=None, description="JSON-RPC URL; None = the network's public one")
-    training_registry: str | None = Field(default=None, pattern=_ADDRESS_PATTERN)
-    contribution_ledger: str | None = Field(default=None, pattern=_ADDRESS_PATTERN)
-    reward_distributor: str | None = Field(default=None, pattern=_ADDRESS_PATTERN)
+    attestation_address: str | None = Field(
+        default=None,
+        pattern=_ADDRESS_PATTERN,
+        description="HyperGPUAttestation (registry + ledger + distributor); None = from deployment_file",
+    )
     deployment_file: Path | None = Field(
-        default=None, description="JSON written by the deployer; fills the addresses not given above"
+        default=None, description="JSON written by the deployer (agent.chain.deploy.Deployment.save)"
     )
     coordinator_url: str = Field(
         default="http://127.0.0.1:8550", description="coordinator_lite's HTTP endpoint (reward proofs)"
