@@ -195,7 +195,8 @@ def _as_matrix(peers: Sequence[str], order: list[str], rtt_ms: RttInput) -> np.n
             raise ValueError(
                 f"rtt_ms array must be {len(peers)}x{len(peers)} (one row per peer), got {rtt_ms.shape}"
             )
-        index = np.asarray([peers.index(peer) for peer in order]) if list(peers) != order else np.arange(size)
+        given = {peer: i for i, peer in enumerate(peers)}
+        index = np.asarray([given[peer] for peer in order], dtype=int)
         matrix = np.array(rtt_ms, dtype=float)[np.ix_(index, index)]
     else:
         position = {peer: i for i, peer in enumerate(order)}
@@ -235,6 +236,7 @@ def _fill_missing(distance: np.ndarray, relay_candidates: int) -> np.ndarray:
         known = known[known != row]
         if len(known) == 0:
             continue
+        # A stable sort, so that ties pick the same relays on every agent whatever its numpy version.
         relays = known[np.argsort(distance[row, known], kind="stable")[:relay_candidates]]
         targets = np.flatnonzero(np.isnan(distance[row]))
         via = distance[row, relays][:, None] + distance[np.ix_(relays, targets)]

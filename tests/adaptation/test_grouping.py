@@ -50,13 +50,17 @@ def _share_grouped_within_region(plan, region: dict[str, int]) -> float:
 
 def test_thousand_agents_in_five_regions_are_grouped_by_region_in_under_a_second() -> None:
     peers, rtt, region = _regions_matrix([300, 250, 200, 150, 100], seed=1, missing=0.02)
-    started = time.perf_counter()
+    # CPU seconds, not wall seconds: other test runs share this machine's two cores.
+    started_cpu, started_wall = time.process_time(), time.perf_counter()
     plan = plan_groups(peers, rtt, target_group_size=16, min_group_size=4)
-    elapsed = time.perf_counter() - started
+    cpu, wall = time.process_time() - started_cpu, time.perf_counter() - started_wall
     share = _share_grouped_within_region(plan, region)
-    print(f"1,000 agents, 5 regions: {len(plan.clusters)} clusters, {share:.1%} in-region, {elapsed:.3f} s")
+    print(
+        f"1,000 agents, 5 regions: {len(plan.clusters)} clusters, {share:.1%} in-region, "
+        f"{cpu:.3f} s CPU, {wall:.3f} s wall"
+    )
     assert share >= 0.95
-    assert elapsed < 1.0
+    assert cpu < 1.0
     assert len(plan.clusters) == 5
     assert {cluster.group_bits for cluster in plan.clusters} == {"000", "001", "010", "011", "100"}
 
