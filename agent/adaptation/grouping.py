@@ -143,7 +143,9 @@ def plan_groups(
     """Cluster ``peers`` by RTT into latency groups (see the module docstring for the method).
 
     ``target_group_size`` and ``min_group_size`` are hivemind's: a cluster smaller than
-    ``min_group_size`` could never form a group on its own, so it joins its nearest cluster.
+    ``min_group_size`` could never form a group on its own, so it joins its nearest cluster. Clusters
+    larger than ``target_group_size`` are not split: hivemind's matchmaking forms groups of that size
+    among the peers sharing a key; the plan records it for the averager's settings.
     """
     config = config or GroupingConfig()
     if min_group_size < 1 or target_group_size < min_group_size:
