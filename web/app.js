@@ -21,6 +21,7 @@ const state = {
   reconnectTimer: null,
   reconnectDelay: 1000,
   renderQueued: false,
+  dirty: new Set(),
 };
 
 const $ = (id) => document.getElementById(id);
@@ -312,22 +313,28 @@ function renderRewards(s) {
   $("action-claim").disabled = !r.configured;
 }
 
+const ALL_PARTS = ["snapshot", "rounds", "alerts", "charts"];
+
 function render() {
+  // only the parts that changed: a full repaint costs tens of ms on a busy machine
   state.renderQueued = false;
+  const parts = state.dirty;
+  state.dirty = new Set();
   const s = state.snapshot;
-  if (s) {
+  if (s && parts.has("snapshot")) {
     renderHeader(s);
     renderStats(s);
     renderPeers(s);
     renderRtt(s);
     renderRewards(s);
   }
-  renderRounds();
-  renderAlerts();
-  renderCharts();
+  if (parts.has("rounds")) renderRounds();
+  if (parts.has("alerts")) renderAlerts();
+  if (parts.has("charts")) renderCharts();
 }
 
-function scheduleRender() {
+function scheduleRender(...parts) {
+  for (const part of parts.length ? parts : ALL_PARTS) state.dirty.add(part);
   if (state.renderQueued) return;
   state.renderQueued = true;
   requestAnimationFrame(render);
@@ -400,9 +407,9 @@ function connectStream() {
   if (state.source) state.source.close();
   const source = new EventSource("api/events");
   state.source = source;
-  const on = (kind, handler) => source.addEventListener(kind, (event) => {
+  const on = (kind, part, handler) => source.addEventListener(kind, (event) => {
     handler(JSON.parse(event.data));
-    scheduleRender();
+    scheduleRender(part);
   });
   source.addEventListener("open", () => {
     state.reconnectDelay = 1000;
@@ -411,11 +418,11 @@ function connectStream() {
     // whatever happened while the stream was down is in the API; later changes come as events
     refreshAll().catch(() => setConnection("polling", "agent unreachable: retrying"));
   });
-  on("snapshot", (data) => { state.snapshot = data; });
-  on("status", (data) => { state.snapshot = { ...(state.snapshot || {}), ...data }; });
-  on("metrics", (data) => pushBounded(state.metrics, data, MAX_POINTS, KEYS.metrics));
-  on("round", (data) => pushBounded(state.rounds, data, MAX_ROUNDS, KEYS.rounds));
-  on("alert", (data) => pushBounded(state.alerts, data, MAX_ALERTS, KEYS.alerts));
+  on("snapshot", "snapshot", (data) => { state.snapshot = data; });
+  on("status", "snapshot", (data) => { state.snapshot = { ...(state.snapshot || {}), ...data }; });
+  on("metrics", "charts", (data) => pushBounded(state.metrics, data, MAX_POINTS, KEYS.metrics));
+  on("round", "rounds", (data) => pushBounded(state.rounds, data, MAX_ROUNDS, KEYS.rounds));
+  on("alert", "alerts", (data) => pushBounded(state.alerts, data, MAX_ALERTS, KEYS.alerts));
   source.addEventListener("error", () => {
     // The browser retries by itself only while readyState is CONNECTING; we take over so the page
     // keeps updating (polling) and the stream comes back with a capped backoff.
@@ -445,7 +452,7 @@ function applyTheme(theme) {
   const toggle = $("theme-toggle");
   toggle.setAttribute("aria-pressed", String(theme === "dark"));
   toggle.textContent = theme === "dark" ? "Light mode" : "Dark mode";
-  renderCharts();
+  scheduleRender("charts");
 }
 
 function initTheme() {
@@ -485,7 +492,7 @@ function init() {
   initTheme();
   initSorting();
   initActions();
-  window.addEventListener("resize", scheduleRender);
+  window.addEventListener("resize", () => scheduleRender("charts"));
   connectStream();
 }
 
