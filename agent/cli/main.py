@@ -23,12 +23,15 @@ app = typer.Typer(
 )
 
 # ---- sub-commands (one module each; keep this block sorted) ----------------------------------------
-from agent.cli import config_cmd, join_cmd, swarm_cmd  # noqa: E402
+from agent.cli import config_cmd, join_cmd, swarm_cmd, wallet_cmd  # noqa: E402
 
 app.add_typer(config_cmd.config_app, name="config")
 app.command("join")(join_cmd.join)
 app.command("bootstrap")(join_cmd.bootstrap)
 app.command("swarm")(swarm_cmd.swarm)
+app.add_typer(wallet_cmd.wallet_app, name="wallet")
+app.command("rewards")(wallet_cmd.rewards)
+app.command("claim")(wallet_cmd.claim)
 # ---- end of sub-commands ------------------------------------------------------------------------------
 
 log = logging.getLogger("hypergpu")
