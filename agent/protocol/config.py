@@ -6,6 +6,8 @@ Later sources win. Nested fields use ``__`` in environment variables, e.g.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -40,7 +42,8 @@ def _known_datasets() -> tuple[str, ...]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity pass range checks (NaN compares false, inf satisfies ge=0): refuse both.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TrainingConfig(_Section):
@@ -58,7 +61,13 @@ class TrainingConfig(_Section):
     epochs: float = Field(default=20, gt=0, description="stop after this many passes over the shard")
     grad_clip_norm: float | None = Field(default=5.0, gt=0, description="clip gradients to this L2 norm")
     seed: int = Field(default=0, ge=0)
-    eval_interval_s: float = Field(default=2.0, gt=0, le=3600, description="seconds between test-slice evaluations")
+    outer_lr: float = Field(
+        default=1.0, gt=0, le=10, description="outer (swarm) step size; 1 = plain averaging"
+    )
+    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="Nesterov momentum of the outer step")
+    eval_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, description="seconds between test-slice evaluations"
+    )
 
     @field_validator("model")
     @classmethod
@@ -74,6 +83,14 @@ class TrainingConfig(_Section):
         known = _known_datasets()
         if value not in known:
             raise ValueError(f"unknown dataset; allowed: {', '.join(known)}")
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir_not_empty(cls, value: object) -> object:
+        # an empty string would become Path("."), silently the current directory
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("empty path; give the dataset folder, or leave data_dir out for the default")
         return value
 
     @field_validator("data_dir")
@@ -96,12 +113,28 @@ class SwarmConfig(_Section):
     )
     host: str = Field(default="127.0.0.1", description="IP address to listen on")
     port: int = Field(default=0, ge=0, le=65535, description="TCP port for libp2p; 0 = any free port")
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_ipv4(cls, value: str) -> str:
+        try:
+            ipaddress.IPv4Address(value)  # the DHT listens on /ip4/<host>/tcp/<port>
+        except ValueError:
+            raise ValueError(
+                "not an IPv4 address; use 127.0.0.1 (this host only) or 0.0.0.0 (all interfaces)"
+            ) from None
+        return value
+
     target_group_size: int = Field(default=8, ge=2, le=256)
     min_group_size: int = Field(default=2, ge=1)
     matchmaking_time: float = Field(default=2.0, gt=0, le=600, description="seconds to gather a group")
     averaging_timeout: float = Field(default=30.0, gt=0, le=3600)
-    request_timeout: float = Field(default=1.0, gt=0, le=600, description="matchmaking request timeout, seconds")
-    member_ttl: float = Field(default=15.0, ge=2, le=3600, description="a silent agent leaves after this long")
+    request_timeout: float = Field(
+        default=1.0, gt=0, le=600, description="matchmaking request timeout, seconds"
+    )
+    member_ttl: float = Field(
+        default=15.0, ge=2, le=3600, description="a silent agent leaves after this long"
+    )
     expected_agents: int = Field(default=0, ge=0, description="wait for this many members before sharding")
     bootstrap_timeout: float = Field(default=30.0, gt=0, description="give up joining after this long")
 
@@ -134,6 +167,11 @@ class LogConfig(_Section):
     file: Path | None = Field(default=Path(".hypergpu/agent.log"))
     max_bytes: int = Field(default=5_000_000, ge=10_000)
     backups: int = Field(default=3, ge=0)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level_upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
 
 class RunConfig(BaseSettings):
@@ -183,8 +221,30 @@ def _env_overrides() -> dict[str, Any]:
         node = nested
         for part in path[:-1]:
             node = node.setdefault(part, {})
-        node[path[-1]] = value
+        node[path[-1]] = _parse_env_value(value)
     return nested
+
+
+def _parse_env_value(value: str) -> Any:
+    """JSON lists and objects (e.g. ``'["/ip4/..."]'`` for initial_peers) as values; the rest as text."""
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value  # validation then names the field and the text given
+    return value
+
+
+def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+    """Field names of the section that ``loc`` points into (empty when it is not a section)."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
 
 
 def format_validation_error(error: ValidationError, source: str) -> str:
@@ -197,6 +257,8 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         if isinstance(value, dict):
             shown = "{...}"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field; allowed: {', '.join(_allowed_fields(item['loc']))}"
         lines.append(f"  {field} = {shown}: {message}")
     return "\n".join(lines)
 
@@ -220,6 +282,8 @@ def load_run_config(
             raise ConfigError(f"config file {file} does not exist; pass an existing TOML file") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, no permission, a binary file
+            raise ConfigError(f"cannot read config file {file} ({exc}); pass a readable TOML file") from exc
     if use_env:
         data = _deep_merge(data, _env_overrides())
     if overrides:

@@ -80,18 +80,45 @@ def group_id_of(gathered: dict[str, Any]) -> str:
 class OverlappedAveraging:
     """Runs one averaging round at a time in the background and applies its result on arrival.
 
+    Each agent keeps an *anchor*: the parameters the swarm last agreed on. A round averages snapshots of
+    the live parameters; the pseudo-gradient ``anchor - average`` then moves the anchor through an outer
+    SGD step with Nesterov momentum (as in DiLoCo), and the live parameters become ``new anchor + the local
+    progress made while the round ran``. With ``outer_lr=1`` and ``outer_momentum=0`` this is plain
+    parameter averaging; momentum makes up for the averaging of nearly parallel local updates, which
+    otherwise costs a factor of the group size in progress per sample.
+
     Args:
         averager: the hivemind averager (its tensors mirror ``parameters``).
         parameters: the live model parameters, in the averager's order.
         timeout: give up on a round after this many seconds (matchmaking + all-reduce).
+        outer_lr: step size of the outer update (1.0 = move the anchor to the group average).
+        outer_momentum: Nesterov momentum of the outer update (0 = none).
     """
 
     averager: ModelAverager
     parameters: list[torch.Tensor]
     timeout: float
+    outer_lr: float = 1.0
+    outer_momentum: float = 0.0
     _control: Any = None
     _snapshot: list[torch.Tensor] = field(default_factory=list)
+    _anchor: list[torch.Tensor] = field(default_factory=list)
+    _momentum: list[torch.Tensor] = field(default_factory=list)
     _started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.reset_anchor()
+
+    def reset_anchor(self) -> None:
+        """Take the current parameters as the agreed ones (after loading state or a checkpoint)."""
+        with torch.no_grad():
+            self._anchor = [p.detach().cpu().clone() for p in self.parameters]
+            self._momentum = [torch.zeros_like(a) for a in self._anchor]
+
+    @property
+    def anchor(self) -> list[torch.Tensor]:
+        """The parameters the swarm last agreed on (what evaluation and checkpoints should see)."""
+        return self._anchor
 
     @property
     def in_flight(self) -> bool:
@@ -134,8 +161,16 @@ class OverlappedAveraging:
                 False, group_id, members, gathered, seconds, rejected_reason="non-finite average"
             )
         with torch.no_grad():
-            for param, avg, snap in zip(self.parameters, averaged, self._snapshot, strict=True):
-                param.add_((avg - snap).to(param.device))
+            for i, (param, avg, snap) in enumerate(
+                zip(self.parameters, averaged, self._snapshot, strict=True)
+            ):
+                pseudo_gradient = self._anchor[i] - avg
+                if self.outer_momentum > 0:
+                    self._momentum[i].mul_(self.outer_momentum).add_(pseudo_gradient)
+                    pseudo_gradient = pseudo_gradient + self.outer_momentum * self._momentum[i]
+                new_anchor = self._anchor[i] - self.outer_lr * pseudo_gradient
+                param.add_((new_anchor - snap).to(param.device))  # keep the progress made during the round
+                self._anchor[i] = new_anchor
         return RoundOutcome(True, group_id, members, gathered, seconds)
 
     def cancel(self) -> None:

@@ -7,6 +7,7 @@ evaluate, refresh membership, checkpoint -> stop when the swarm reaches its targ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,7 @@ class AgentNode:
         self._round_meta: dict[str, Any] = {}
         self._round_applied = False
         self._test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._overlapped: OverlappedAveraging | None = None
 
     # ---- controls ----------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stopped by user") -> None:
@@ -228,7 +231,14 @@ class AgentNode:
             )
             if checkpoint is None and self._swarm_has_progress(directory):
                 self._load_state_from_peers(averager, model, trainer)
-            overlapped = OverlappedAveraging(averager, params, timeout=cfg.swarm.averaging_timeout)
+            overlapped = OverlappedAveraging(
+                averager,
+                params,
+                timeout=cfg.swarm.averaging_timeout,
+                outer_lr=cfg.training.outer_lr,
+                outer_momentum=cfg.training.outer_momentum,
+            )
+            self._overlapped = overlapped
             self._train_loop(
                 model, trainer, overlapped, directory, test, test_slice, train_labels, test_labels
             )
@@ -408,7 +418,8 @@ class AgentNode:
         rate: float,
     ) -> None:
         cfg = self.config
-        result = trainer.evaluate(images, targets)
+        with _parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
+            result = trainer.evaluate(images, targets)  # the agreed (anchor) model, not the local drift
         directory.publish_eval(
             result.correct, result.total, result.loss * result.total, ttl=cfg.training.eval_interval_s * 5
         )
@@ -613,6 +624,25 @@ class AgentNode:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str))
         os.replace(tmp, target)
+
+
+@contextlib.contextmanager
+def _parameters_swapped(model: torch.nn.Module, values: list[torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily load ``values`` into ``model``'s parameters (no-op for None)."""
+    if values is None:
+        yield
+        return
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for param, value in zip(params, values, strict=True):
+            param.copy_(value.to(param.device))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in zip(params, saved, strict=True):
+                param.copy_(value)
 
 
 def _rate(window: list[tuple[float, int]]) -> float:
