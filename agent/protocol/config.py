@@ -142,7 +142,8 @@ class SwarmConfig(_Section):
     def _group_sizes(self) -> SwarmConfig:
         if self.request_timeout >= self.matchmaking_time:
             raise ValueError(
-                f"request_timeout ({self.request_timeout}) must be below matchmaking_time ({self.matchmaking_time})"
+                f"request_timeout ({self.request_timeout}) must be below "
+                f"matchmaking_time ({self.matchmaking_time})"
             )
         if self.min_group_size > self.target_group_size:
             raise ValueError(
