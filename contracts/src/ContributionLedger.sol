@@ -23,7 +23,9 @@ abstract contract ContributionLedger is IContributionLedger, TrainingRegistry {
         for (uint256 i = 0; i < contributions.length; ++i) {
             Contribution calldata c = contributions[i];
             if (!_isBound(runId, c.node)) revert NodeNotRegistered(runId, c.node);
-            emit ContributionRecorded(runId, epoch, c.node, c.computeSeconds, c.roundsAccepted, c.samples, c.score);
+            emit ContributionRecorded(
+                runId, epoch, c.node, c.computeSeconds, c.roundsAccepted, c.samples, c.score
+            );
         }
     }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
-import {AccessControlDefaultAdminRules} from
-    "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
+import {
+    AccessControlDefaultAdminRules
+} from "@openzeppelin/contracts/access/extensions/AccessControlDefaultAdminRules.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
@@ -64,7 +65,8 @@ abstract contract TrainingRegistry is ITrainingRegistry, AccessControlDefaultAdm
     function setRunStatus(bytes32 runId, RunStatus status) external onlyRole(COORDINATOR_ROLE) whenNotPaused {
         RunStatus previous = _runs[runId].status;
         if (previous == RunStatus.None) revert RunNotFound(runId);
-        if (previous != RunStatus.Active || (status != RunStatus.Completed && status != RunStatus.Cancelled)) {
+        if (previous != RunStatus.Active || (status != RunStatus.Completed && status != RunStatus.Cancelled))
+        {
             revert InvalidStatusTransition(runId, previous, status);
         }
         _runs[runId].status = status;
@@ -138,7 +140,9 @@ abstract contract TrainingRegistry is ITrainingRegistry, AccessControlDefaultAdm
         view
         returns (bytes32)
     {
-        return _hashTypedDataV4(keccak256(abi.encode(NODE_BINDING_TYPEHASH, runId, node, peerIdHash, deadline)));
+        return _hashTypedDataV4(
+            keccak256(abi.encode(NODE_BINDING_TYPEHASH, runId, node, peerIdHash, deadline))
+        );
     }
 
     /// @dev Checks one registration and stores the binding; false when the same binding exists already.

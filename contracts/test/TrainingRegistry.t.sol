@@ -15,7 +15,9 @@ contract TrainingRegistryTest is AttestationTest {
         vm.expectEmit();
         emit ITrainingRegistry.RunCreated(RUN_ID, MODEL_HASH, DATASET_ID, START_TIME, END_TIME, 5 ether);
         vm.expectEmit();
-        emit ITrainingRegistry.RunStatusChanged(RUN_ID, ITrainingRegistry.RunStatus.None, ITrainingRegistry.RunStatus.Active);
+        emit ITrainingRegistry.RunStatusChanged(
+            RUN_ID, ITrainingRegistry.RunStatus.None, ITrainingRegistry.RunStatus.Active
+        );
         _createRun(5 ether);
 
         ITrainingRegistry.Run memory run = attestation.getRun(RUN_ID);
@@ -33,7 +35,9 @@ contract TrainingRegistryTest is AttestationTest {
     function test_RevertWhen_createRunByNonCoordinator() public {
         vm.expectRevert(
             abi.encodeWithSelector(
-                IAccessControl.AccessControlUnauthorizedAccount.selector, outsider, attestation.COORDINATOR_ROLE()
+                IAccessControl.AccessControlUnauthorizedAccount.selector,
+                outsider,
+                attestation.COORDINATOR_ROLE()
             )
         );
         vm.prank(outsider);
@@ -62,7 +66,9 @@ contract TrainingRegistryTest is AttestationTest {
     }
 
     function test_RevertWhen_createRunWithEmptyWindow() public {
-        vm.expectRevert(abi.encodeWithSelector(ITrainingRegistry.InvalidRunWindow.selector, END_TIME, START_TIME));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingRegistry.InvalidRunWindow.selector, END_TIME, START_TIME)
+        );
         vm.prank(coordinator);
         attestation.createRun(RUN_ID, MODEL_HASH, DATASET_ID, END_TIME, START_TIME);
     }
@@ -78,7 +84,9 @@ contract TrainingRegistryTest is AttestationTest {
         vm.prank(coordinator);
         attestation.setRunStatus(RUN_ID, ITrainingRegistry.RunStatus.Completed);
         assertEq(
-            uint256(attestation.getRun(RUN_ID).status), uint256(ITrainingRegistry.RunStatus.Completed), "status"
+            uint256(attestation.getRun(RUN_ID).status),
+            uint256(ITrainingRegistry.RunStatus.Completed),
+            "status"
         );
     }
 
@@ -87,7 +95,9 @@ contract TrainingRegistryTest is AttestationTest {
         vm.prank(coordinator);
         attestation.setRunStatus(RUN_ID, ITrainingRegistry.RunStatus.Cancelled);
         assertEq(
-            uint256(attestation.getRun(RUN_ID).status), uint256(ITrainingRegistry.RunStatus.Cancelled), "status"
+            uint256(attestation.getRun(RUN_ID).status),
+            uint256(ITrainingRegistry.RunStatus.Cancelled),
+            "status"
         );
     }
 
@@ -131,7 +141,9 @@ contract TrainingRegistryTest is AttestationTest {
         _createRun(0);
         vm.expectRevert(
             abi.encodeWithSelector(
-                IAccessControl.AccessControlUnauthorizedAccount.selector, outsider, attestation.COORDINATOR_ROLE()
+                IAccessControl.AccessControlUnauthorizedAccount.selector,
+                outsider,
+                attestation.COORDINATOR_ROLE()
             )
         );
         vm.prank(outsider);
@@ -153,7 +165,9 @@ contract TrainingRegistryTest is AttestationTest {
         assertEq(registered, 3, "registered");
         assertEq(attestation.getRun(RUN_ID).nodeCount, 3, "nodeCount");
         for (uint256 i = 0; i < 3; ++i) {
-            assertEq(attestation.peerIdHashOf(RUN_ID, _agent(i)), keccak256(bytes(_peerId(i))), "peerIdHashOf");
+            assertEq(
+                attestation.peerIdHashOf(RUN_ID, _agent(i)), keccak256(bytes(_peerId(i))), "peerIdHashOf"
+            );
             assertEq(attestation.nodeOfPeerId(RUN_ID, _peerId(i)), _agent(i), "nodeOfPeerId");
         }
     }
@@ -174,7 +188,9 @@ contract TrainingRegistryTest is AttestationTest {
         uint256 deadline = 1_900_000_000;
         bytes32 domainSeparator = keccak256(
             abi.encode(
-                keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"),
+                keccak256(
+                    "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+                ),
                 keccak256("HyperGPU"),
                 keccak256("1"),
                 block.chainid,
@@ -205,7 +221,9 @@ contract TrainingRegistryTest is AttestationTest {
         ITrainingRegistry.NodeRegistration[] memory regs = _registrations(1);
         vm.expectRevert(
             abi.encodeWithSelector(
-                IAccessControl.AccessControlUnauthorizedAccount.selector, outsider, attestation.COORDINATOR_ROLE()
+                IAccessControl.AccessControlUnauthorizedAccount.selector,
+                outsider,
+                attestation.COORDINATOR_ROLE()
             )
         );
         vm.prank(outsider);
@@ -247,7 +265,9 @@ contract TrainingRegistryTest is AttestationTest {
         _createRun(0);
         ITrainingRegistry.NodeRegistration[] memory regs = _registrations(2);
         regs[1].signature = _signBinding(_agentKey(7), RUN_ID, regs[1].peerId, regs[1].deadline);
-        vm.expectRevert(abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(1)));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(1))
+        );
         vm.prank(coordinator);
         attestation.registerNodes(RUN_ID, regs);
     }
@@ -256,7 +276,9 @@ contract TrainingRegistryTest is AttestationTest {
         _createRun(0);
         ITrainingRegistry.NodeRegistration[] memory regs = _registrations(1);
         regs[0].peerId = _peerId(9);
-        vm.expectRevert(abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0))
+        );
         vm.prank(coordinator);
         attestation.registerNodes(RUN_ID, regs);
     }
@@ -266,7 +288,9 @@ contract TrainingRegistryTest is AttestationTest {
         bytes32 otherRun = keccak256("other-run");
         ITrainingRegistry.NodeRegistration[] memory regs = _registrations(1);
         regs[0].signature = _signBinding(_agentKey(0), otherRun, regs[0].peerId, regs[0].deadline);
-        vm.expectRevert(abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0))
+        );
         vm.prank(coordinator);
         attestation.registerNodes(RUN_ID, regs);
     }
@@ -275,7 +299,9 @@ contract TrainingRegistryTest is AttestationTest {
         _createRun(0);
         ITrainingRegistry.NodeRegistration[] memory regs = _registrations(1);
         regs[0].signature = hex"1234";
-        vm.expectRevert(abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0)));
+        vm.expectRevert(
+            abi.encodeWithSelector(ITrainingRegistry.InvalidNodeSignature.selector, RUN_ID, _agent(0))
+        );
         vm.prank(coordinator);
         attestation.registerNodes(RUN_ID, regs);
     }
@@ -344,7 +370,9 @@ contract TrainingRegistryTest is AttestationTest {
 
     function test_RevertWhen_pauseByNonAdmin() public {
         vm.expectRevert(
-            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, coordinator, bytes32(0))
+            abi.encodeWithSelector(
+                IAccessControl.AccessControlUnauthorizedAccount.selector, coordinator, bytes32(0)
+            )
         );
         vm.prank(coordinator);
         attestation.pause();
@@ -354,7 +382,9 @@ contract TrainingRegistryTest is AttestationTest {
         vm.prank(admin);
         attestation.pause();
         vm.expectRevert(
-            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, outsider, bytes32(0))
+            abi.encodeWithSelector(
+                IAccessControl.AccessControlUnauthorizedAccount.selector, outsider, bytes32(0)
+            )
         );
         vm.prank(outsider);
         attestation.unpause();
@@ -380,7 +410,9 @@ contract TrainingRegistryTest is AttestationTest {
         vm.prank(newAdmin);
         attestation.pause();
         vm.expectRevert(
-            abi.encodeWithSelector(IAccessControl.AccessControlUnauthorizedAccount.selector, admin, bytes32(0))
+            abi.encodeWithSelector(
+                IAccessControl.AccessControlUnauthorizedAccount.selector, admin, bytes32(0)
+            )
         );
         vm.prank(admin);
         attestation.unpause();

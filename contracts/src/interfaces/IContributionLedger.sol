@@ -62,7 +62,9 @@ interface IContributionLedger {
     );
 
     /// @notice `epoch` of `runId` closed with `rewardsRoot`, which allocates `totalAllocated` wei in all.
-    event EpochRootPosted(bytes32 indexed runId, uint64 indexed epoch, bytes32 rewardsRoot, uint96 totalAllocated);
+    event EpochRootPosted(
+        bytes32 indexed runId, uint64 indexed epoch, bytes32 rewardsRoot, uint96 totalAllocated
+    );
 
     /// @notice Records a batch of contributions to the run's open epoch, one event each.
     /// @dev Only COORDINATOR_ROLE, when not paused, on an active run; every node must be bound to the run.

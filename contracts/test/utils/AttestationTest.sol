@@ -76,7 +76,11 @@ abstract contract AttestationTest {
         });
     }
 
-    function _registrations(uint256 count) internal view returns (ITrainingRegistry.NodeRegistration[] memory regs) {
+    function _registrations(uint256 count)
+        internal
+        view
+        returns (ITrainingRegistry.NodeRegistration[] memory regs)
+    {
         regs = new ITrainingRegistry.NodeRegistration[](count);
         for (uint256 i = 0; i < count; ++i) {
             regs[i] = _registration(i);
@@ -89,7 +93,11 @@ abstract contract AttestationTest {
         attestation.registerNodes(RUN_ID, regs);
     }
 
-    function _contributions(uint256 count) internal pure returns (IContributionLedger.Contribution[] memory records) {
+    function _contributions(uint256 count)
+        internal
+        pure
+        returns (IContributionLedger.Contribution[] memory records)
+    {
         records = new IContributionLedger.Contribution[](count);
         for (uint256 i = 0; i < count; ++i) {
             records[i] = IContributionLedger.Contribution({
