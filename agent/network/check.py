@@ -1,0 +1,414 @@
+"""Measuring emulated links on real sockets: the engine of ``hypergpu netem check``.
+
+The check starts the shaper as its own process (exactly as a launcher does) with echo servers at the
+agents' real addresses, then, for each link, opens connections from the dialer's own loopback
+address through the listener's proxy and measures:
+
+* **RTT**: the median round trip of small messages (one segment each), stalled ones excluded.
+  It must be within 15% of the link's drawn RTT (within 5 ms when that is under 5 ms); for a varying
+  link, within the range's bounds ± 15%.
+* **drops**: a message whose round trip exceeds the midpoint between the slowest unstalled and the
+  fastest stalled round trip (``(rtt_min + rtt_max + rto) / 2``), or whose connection is reset, is a
+  drop. With per-direction segment loss ``p`` a round trip drops with ``q = 1 - (1 - p)^2``; the count
+  over ``n`` messages must fall in the central 99% binomial interval of ``Binomial(n, q)``.
+* **bandwidth**: one bulk transfer per capped link, timed at the receiver from its first to its last
+  chunk, within 15% of the cap. This phase runs under the same scenario with loss switched off, so
+  it measures the cap itself rather than TCP's reaction to loss (which the drop phase covers).
+
+Scheduled and random events are left out: the check measures the static links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from scipy.stats import binom
+
+from agent.errors import UserFacingError
+from agent.network.conditions import NetworkConditions
+from agent.network.profiles import LinkProfile
+from agent.network.scenario import Scenario
+from agent.network.shaper import AgentAddressing
+
+MESSAGE_BYTES = 64
+RTT_TOLERANCE = 0.15
+BANDWIDTH_TOLERANCE = 0.15
+SMALL_RTT_MS = 5.0
+CONFIDENCE = 0.99
+TARGET_PHASE_S = 10.0
+MAX_CONNECTIONS_PER_LINK = 32
+BANDWIDTH_SECONDS = 2.0
+BANDWIDTH_CONCURRENCY = 6
+SHAPER_START_TIMEOUT_S = 30.0
+
+
+class CheckError(UserFacingError):
+    """The check could not run (the shaper process did not start, addresses would not bind)."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class LinkPlan:
+    """One link to measure: ``dialer`` connects through ``listener``'s proxy."""
+
+    dialer: int
+    listener: int
+    profile: LinkProfile
+    configured_rtt_ms: float | None
+    """The link's drawn RTT; ``None`` for a varying link (judged against its range)."""
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    """Configured and measured figures of one link, and the verdicts."""
+
+    plan: LinkPlan
+    messages: int
+    measured_rtt_ms: float | None
+    drops: int
+    measured_mbps: float | None
+
+    @property
+    def expected_drop_rate(self) -> float:
+        """Probability that one round trip of one-segment messages stalls or resets."""
+        return 1.0 - (1.0 - self.plan.profile.loss) ** 2
+
+    @property
+    def drop_bounds(self) -> tuple[int, int]:
+        """Central 99% binomial interval of the drop count over ``messages``."""
+        return binomial_bounds(self.messages, self.expected_drop_rate)
+
+    @property
+    def rtt_ok(self) -> bool:
+        """Whether the measured RTT matches the configuration (see the module docstring)."""
+        if self.measured_rtt_ms is None:
+            return False
+        return rtt_within(self.plan.profile, self.plan.configured_rtt_ms, self.measured_rtt_ms)
+
+    @property
+    def drops_ok(self) -> bool:
+        """Whether the drop count lies in the 99% interval."""
+        low, high = self.drop_bounds
+        return self.messages > 0 and low <= self.drops <= high
+
+    @property
+    def bandwidth_ok(self) -> bool | None:
+        """Whether the measured rate is within 15% of the cap; ``None`` for unlimited links."""
+        cap = self.plan.profile.bandwidth_mbps
+        if cap is None:
+            return None
+        return self.measured_mbps is not None and abs(self.measured_mbps - cap) <= BANDWIDTH_TOLERANCE * cap
+
+    @property
+    def ok(self) -> bool:
+        """All verdicts pass."""
+        return self.rtt_ok and self.drops_ok and self.bandwidth_ok is not False
+
+
+def binomial_bounds(trials: int, probability: float, confidence: float = CONFIDENCE) -> tuple[int, int]:
+    """The central ``confidence`` interval of ``Binomial(trials, probability)`` as whole counts."""
+    if trials <= 0:
+        return (0, 0)
+    low, high = binom.interval(confidence, trials, min(max(probability, 0.0), 1.0))
+    return (int(low), int(high))
+
+
+def rtt_within(profile: LinkProfile, configured_ms: float | None, measured_ms: float) -> bool:
+    """RTT verdict: 15% of the drawn RTT (5 ms slack below 5 ms); a varying link's range ± 15%."""
+    if configured_ms is None:
+        low, high = profile.rtt_ms
+        return low * (1 - RTT_TOLERANCE) <= measured_ms <= high * (1 + RTT_TOLERANCE)
+    if configured_ms < SMALL_RTT_MS:
+        return measured_ms <= SMALL_RTT_MS
+    return abs(measured_ms - configured_ms) <= RTT_TOLERANCE * configured_ms
+
+
+def stall_threshold_ms(profile: LinkProfile) -> float:
+    """Round trips slower than this (ms) count as drops: midway between unstalled and stalled."""
+    low, high = profile.rtt_ms
+    return (low + high + profile.rto_ms) / 2.0
+
+
+def plan_links(scenario: Scenario, agent_count: int, max_links: int, seed: int = 0) -> list[LinkPlan]:
+    """Every unordered pair once (or a seeded sample of ``max_links``), alternating who dials whom."""
+    conditions = NetworkConditions(scenario, agent_count)
+    pairs = [(a, b) for a in range(agent_count) for b in range(a + 1, agent_count)]
+    if len(pairs) > max_links:
+        pairs = sorted(random.Random(seed).sample(pairs, max_links))
+    plans = []
+    for a, b in pairs:
+        dialer, listener = (a, b) if (a + b) % 2 == 0 else (b, a)
+        profile = conditions.profile(dialer, listener)
+        configured = None if profile.is_varying else conditions.base_rtt_ms(dialer, listener)
+        plans.append(LinkPlan(dialer, listener, profile, configured))
+    return plans
+
+
+# ---- the shaper process ---------------------------------------------------------------------------------
+class ShaperProcess:
+    """``python -m agent.network.shaper`` as a child process, stopped by closing its stdin."""
+
+    def __init__(self, scenario: Scenario, agent_count: int, workdir: Path) -> None:
+        self._scenario_file = workdir / f"{scenario.name}-{id(self)}.json"
+        self._scenario_file.write_text(scenario.model_dump_json())
+        self._ports_file = workdir / f"ports-{id(self)}.json"
+        self._agent_count = agent_count
+        self._log_file = workdir / f"shaper-{id(self)}.log"
+        self._process: asyncio.subprocess.Process | None = None
+        self.addressing: list[AgentAddressing] = []
+        self._stderr_tail = ""
+
+    async def __aenter__(self) -> ShaperProcess:
+        log_handle = self._log_file.open("wb")
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "agent.network.shaper",
+            "--scenario",
+            str(self._scenario_file),
+            "--agents",
+            str(self._agent_count),
+            "--ports-file",
+            str(self._ports_file),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # a file, not a pipe: an unread pipe that fills up would block the shaper's event loop
+            stderr=log_handle,
+        )
+        log_handle.close()  # the child holds its own copy
+        assert self._process.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._process.stdout.readline(), SHAPER_START_TIMEOUT_S)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b'{"ready": true'):
+            await self._terminate()
+            raise CheckError(f"the shaper process did not start: {self._stderr_tail or 'no output'}")
+        table = json.loads(self._ports_file.read_text())
+        self.addressing = [
+            AgentAddressing.model_validate({key: entry[key] for key in AgentAddressing.model_fields})
+            for entry in table["agents"]
+        ]
+        return self
+
+    async def _terminate(self) -> None:
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5.0)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        self._stderr_tail = self._log_file.read_text(errors="replace").strip()[-500:]
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._terminate()
+
+
+# ---- servers behind the proxies -----------------------------------------------------------------------
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read an 8-byte length, then that many bytes; reply with the receive timeline as JSON."""
+    try:
+        (total,) = struct.unpack("!Q", await reader.readexactly(8))
+        received = first_chunk = 0
+        first_s = last_s = 0.0
+        while received < total:
+            data = await reader.read(min(1 << 20, total - received))
+            if not data:
+                break
+            now = time.perf_counter()
+            if received == 0:
+                first_s, first_chunk = now, len(data)
+            received += len(data)
+            last_s = now
+        reply = {"bytes": received, "first_chunk": first_chunk, "span_s": last_s - first_s}
+        writer.write(json.dumps(reply).encode() + b"\n")
+        await writer.drain()
+    except (ConnectionError, OSError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _serve_all(
+    addressing: list[AgentAddressing], handler: Callable[..., object]
+) -> list[asyncio.Server]:
+    servers = []
+    for entry in addressing:
+        servers.append(await asyncio.start_server(handler, entry.listen_host, entry.listen_port, backlog=512))
+    return servers
+
+
+# ---- RTT and drops ------------------------------------------------------------------------------------
+@dataclass
+class _Samples:
+    rtts_ms: list[float]
+    drops: int = 0
+    messages: int = 0
+
+
+async def _connect(source: str, target: AgentAddressing) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(target.announce_host, target.announce_port, local_addr=(source, 0))
+
+
+async def _ping_worker(
+    plan: LinkPlan, source: str, target: AgentAddressing, count: int, samples: _Samples
+) -> None:
+    """``count`` sequential round trips on one connection (a fresh one after each reset or time-out)."""
+    profile = plan.profile
+    threshold_s = stall_threshold_ms(profile) / 1000.0
+    timeout_s = profile.rtt_ms[1] / 1000.0 + 16 * profile.rto_ms / 1000.0
+    message = bytes(MESSAGE_BYTES)
+    writer: asyncio.StreamWriter | None = None
+    reader: asyncio.StreamReader | None = None
+    done = 0
+    while done < count:
+        try:
+            if writer is None:
+                reader, writer = await _connect(source, target)
+                # the first exchange also pays the TCP handshake: warm-up, not a sample
+                writer.write(message)
+                await asyncio.wait_for(reader.readexactly(MESSAGE_BYTES), timeout_s * 2)
+            assert reader is not None
+            started = time.perf_counter()
+            writer.write(message)
+            await asyncio.wait_for(reader.readexactly(MESSAGE_BYTES), timeout_s)
+            elapsed = time.perf_counter() - started
+            done += 1
+            samples.messages += 1
+            if elapsed > threshold_s:
+                samples.drops += 1
+            else:
+                samples.rtts_ms.append(elapsed * 1000.0)
+        except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError):
+            # a reset, a black hole or a warm-up lost: the message in flight (if any) dropped
+            if writer is not None:
+                done += 1
+                samples.messages += 1
+                samples.drops += 1
+                writer.transport.abort()
+            writer = reader = None
+    if writer is not None:
+        writer.close()
+
+
+def connections_for(plan: LinkPlan, messages: int) -> int:
+    """Parallel connections so that ``messages`` round trips take about ``TARGET_PHASE_S`` seconds."""
+    profile = plan.profile
+    expected_s = (sum(profile.rtt_ms) / 2 + (1 - (1 - profile.loss) ** 2) * profile.rto_ms) / 1000.0 + 0.001
+    return max(1, min(MAX_CONNECTIONS_PER_LINK, math.ceil(messages * expected_s / TARGET_PHASE_S)))
+
+
+async def _measure_rtt(plan: LinkPlan, addressing: list[AgentAddressing], messages: int) -> _Samples:
+    samples = _Samples(rtts_ms=[])
+    workers = connections_for(plan, messages)
+    share = [messages // workers + (1 if k < messages % workers else 0) for k in range(workers)]
+    source = addressing[plan.dialer].listen_host
+    target = addressing[plan.listener]
+    await asyncio.gather(*(_ping_worker(plan, source, target, n, samples) for n in share if n))
+    return samples
+
+
+# ---- bandwidth ----------------------------------------------------------------------------------------
+async def _measure_bandwidth(plan: LinkPlan, addressing: list[AgentAddressing]) -> float | None:
+    """Megabit/s of one bulk transfer through the (loss-free) link, timed at the receiver."""
+    rate = plan.profile.bytes_per_second
+    assert rate is not None
+    total = int(min(32 << 20, max(256 << 10, rate * BANDWIDTH_SECONDS)))
+    reader, writer = await _connect(addressing[plan.dialer].listen_host, addressing[plan.listener])
+    try:
+        writer.write(struct.pack("!Q", total))
+        block = bytes(64 << 10)
+        for offset in range(0, total, len(block)):
+            writer.write(block[: min(len(block), total - offset)])
+            await writer.drain()
+        timeout = total / rate * 3 + 4 * plan.profile.rtt_ms[1] / 1000.0 + 10.0
+        reply = json.loads(await asyncio.wait_for(reader.readline(), timeout))
+    except (TimeoutError, ConnectionError, OSError, json.JSONDecodeError):
+        return None
+    finally:
+        writer.close()
+    if reply["bytes"] < total or reply["span_s"] <= 0:
+        return None
+    return (reply["bytes"] - reply["first_chunk"]) * 8 / reply["span_s"] / 1e6
+
+
+# ---- the whole check ----------------------------------------------------------------------------------
+async def run_check(
+    scenario: Scenario,
+    agent_count: int,
+    messages: int = 1000,
+    max_links: int = 64,
+    progress: Callable[[str], None] | None = None,
+) -> list[LinkResult]:
+    """Measure the links of ``scenario`` (see the module docstring); one :class:`LinkResult` per link."""
+    static = scenario.model_copy(update={"events": (), "random_events": None})
+    plans = plan_links(static, agent_count, max_links, seed=scenario.seed)
+    say = progress or (lambda _message: None)
+    with tempfile.TemporaryDirectory(prefix="hypergpu-netem-") as workdir:
+        say(f"RTT and drops: {len(plans)} links x {messages} messages")
+        async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
+            servers = await _serve_all(shaper.addressing, _echo)
+            try:
+                samples = await asyncio.gather(*(_measure_rtt(p, shaper.addressing, messages) for p in plans))
+            finally:
+                for server in servers:
+                    server.close()
+        capped = [plan for plan in plans if plan.profile.bandwidth_mbps is not None]
+        rates: dict[tuple[int, int], float | None] = {}
+        if capped:
+            say(f"bandwidth: {len(capped)} capped links, loss off")
+            async with ShaperProcess(static.without_loss(), agent_count, Path(workdir)) as shaper:
+                servers = await _serve_all(shaper.addressing, _sink)
+                limit = asyncio.Semaphore(BANDWIDTH_CONCURRENCY)
+
+                async def one(plan: LinkPlan) -> None:
+                    async with limit:
+                        rates[(plan.dialer, plan.listener)] = await _measure_bandwidth(
+                            plan, shaper.addressing
+                        )
+
+                try:
+                    await asyncio.gather(*(one(plan) for plan in capped))
+                finally:
+                    for server in servers:
+                        server.close()
+    results = []
+    for plan, sample in zip(plans, samples, strict=True):
+        median = statistics.median(sample.rtts_ms) if sample.rtts_ms else None
+        results.append(
+            LinkResult(
+                plan=plan,
+                messages=sample.messages,
+                measured_rtt_ms=median,
+                drops=sample.drops,
+                measured_mbps=rates.get((plan.dialer, plan.listener)),
+            )
+        )
+    return results

@@ -1,0 +1,234 @@
+"""The shaper as a process: ``python -m agent.network.shaper`` / ``hypergpu netem serve``.
+
+Usage::
+
+    python -m agent.network.shaper --scenario regions3 --agents 8 --ports-file run/netem.json \
+        [--base-port 40000] [--control -|FILE|none] [--stats-file run/netem-stats.json]
+
+Once every proxy listens it writes the addressing table to ``--ports-file`` (atomically: written to a
+temporary name, then renamed) and prints one JSON line ``{"ready": true, "ports_file": ...}`` on stdout.
+
+Control commands are JSON objects, one per line, on stdin (``--control -``, the default) or appended
+to a file (``--control FILE``, read as it grows):
+
+* an event, e.g. ``{"kind": "degrade", "agents": [3], "profile": "poor"}`` (see
+  :mod:`agent.network.events`); ``at_s`` schedules it relative to the shaper's start, ``at_round`` and
+  no time apply it now (the launcher sends round events when the round comes);
+* ``{"kind": "stats"}`` prints ``{"stats": [...]}`` on stdout (bytes per pair);
+* ``{"kind": "stop"}``, end of stdin, SIGTERM or SIGINT stop the shaper (so it never outlives a
+  launcher that held its stdin).
+
+Every reply is one JSON line on stdout; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from agent.errors import UserFacingError
+from agent.network.events import NetworkEvent
+from agent.network.scenario import load_scenario
+from agent.network.shaper import ShapingLayer
+
+log = logging.getLogger("hypergpu.netem")
+
+_EVENT = TypeAdapter(NetworkEvent)
+CONTROL_FILE_POLL_S = 0.1
+
+
+def _reply(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+def write_addressing(shaper: ShapingLayer, path: Path) -> None:
+    """Write the addressing table as JSON to ``path`` atomically (readers never see half a file)."""
+    table = {
+        "scenario": shaper.scenario.name,
+        "agents": [
+            {**entry.model_dump(), "host_maddr": entry.host_maddr, "announce_maddr": entry.announce_maddr}
+            for entry in shaper.addressing_table()
+        ],
+        "pid": os.getpid(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(table, indent=2))
+    partial.replace(path)
+
+
+def write_stats(shaper: ShapingLayer, path: Path) -> None:
+    """Write :meth:`ShapingLayer.stats` as a JSON list to ``path`` atomically."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps([row.model_dump() for row in shaper.stats()], indent=2))
+    partial.replace(path)
+
+
+def handle_command(shaper: ShapingLayer, line: str) -> bool:
+    """Apply one control line; returns ``False`` when it asks the shaper to stop."""
+    line = line.strip()
+    if not line:
+        return True
+    try:
+        command = json.loads(line)
+    except json.JSONDecodeError as exc:
+        _reply({"error": f"control line is not JSON: {exc}"})
+        return True
+    kind = command.get("kind") if isinstance(command, dict) else None
+    if kind == "stop":
+        return False
+    if kind == "stats":
+        rows = [row.model_dump() for row in shaper.stats()]
+        _reply({"stats": rows, "timer_lateness_ms": round(shaper.timer_lateness_ms, 3)})
+        return True
+    try:
+        event = _EVENT.validate_python(command)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in item['loc']) or 'kind'}: {item['msg']}" for item in exc.errors()
+        )
+        _reply({"error": f"invalid control command {line[:200]!r}: {problems}"})
+        return True
+    shaper.apply_event(event)
+    _reply({"applied": event.model_dump(mode="json", exclude_none=True)})
+    return True
+
+
+async def _read_stdin(shaper: ShapingLayer, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or not handle_command(shaper, line):  # "" = end of stdin: the launcher is gone
+            stop.set()
+
+
+async def _follow_file(shaper: ShapingLayer, path: Path, stop: asyncio.Event) -> None:
+    offset = 0
+    pending = ""
+    while not stop.is_set():
+        with contextlib.suppress(FileNotFoundError), path.open() as handle:
+            handle.seek(offset)
+            pending += handle.read()
+            offset = handle.tell()
+        *lines, pending = pending.split("\n")
+        for line in lines:
+            if not handle_command(shaper, line):
+                stop.set()
+        await asyncio.sleep(CONTROL_FILE_POLL_S)
+
+
+async def serve(
+    scenario_source: str,
+    agents: int | None,
+    ports_file: Path,
+    base_port: int | None = None,
+    control: str = "-",
+    stats_file: Path | None = None,
+    stats_interval_s: float = 5.0,
+) -> None:
+    """Run the shaper until stopped (see the module docstring for the control protocol)."""
+    scenario = load_scenario(scenario_source)
+    shaper = ShapingLayer(scenario, agents, base_port=base_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await shaper.start()
+    helpers: list[asyncio.Task[None]] = []
+    try:
+        write_addressing(shaper, ports_file)
+        _reply({"ready": True, "ports_file": str(ports_file), "agents": shaper.agent_count})
+        if control == "-":
+            helpers.append(asyncio.create_task(_read_stdin(shaper, stop)))
+        elif control != "none":
+            helpers.append(asyncio.create_task(_follow_file(shaper, Path(control), stop)))
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=stats_interval_s)
+            if stats_file is not None:
+                write_stats(shaper, stats_file)
+    finally:
+        for helper in helpers:
+            helper.cancel()
+        await shaper.stop()
+        if stats_file is not None:
+            write_stats(shaper, stats_file)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options of the shaper process."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agent.network.shaper", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--scenario", default="perfect", help="built-in name or .toml/.json file")
+    parser.add_argument("--agents", type=int, default=None, help="number of agents (default: the scenario's)")
+    parser.add_argument("--ports-file", type=Path, required=True, help="where to write the addressing JSON")
+    parser.add_argument(
+        "--base-port", type=int, default=None, help="agent i uses base_port + i; default free"
+    )
+    parser.add_argument("--control", default="-", help="'-' = stdin (default), a file to follow, or 'none'")
+    parser.add_argument("--stats-file", type=Path, default=None, help="rewrite pair stats JSON here")
+    parser.add_argument("--stats-interval", type=float, default=5.0, help="seconds between stats writes")
+    parser.add_argument("--nice", type=int, default=-10, help="process priority to ask for (0 = leave as is)")
+    return parser
+
+
+def raise_priority(niceness: int) -> None:
+    """Best effort: run at ``niceness`` (negative = sooner). Skipped quietly without the privilege.
+
+    The shaper needs little CPU but needs it promptly: each late wake-up adds to every emulated delay.
+    Beside busy training processes on a small machine, a higher priority keeps 10 ms links at 10 ms.
+    """
+    if niceness >= 0:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, niceness)
+    except OSError:
+        log.info(
+            "could not raise priority to nice %d (needs root or CAP_SYS_NICE); delays may run late", niceness
+        )
+
+
+def use_fast_loop() -> None:
+    """Run on uvloop when installed (hivemind depends on it): several times less CPU per chunk."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``python -m agent.network.shaper``: errors print one line and exit with their code."""
+    options = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s netem %(message)s")
+    try:
+        raise_priority(options.nice)
+        use_fast_loop()
+        asyncio.run(
+            serve(
+                options.scenario,
+                options.agents,
+                options.ports_file,
+                base_port=options.base_port,
+                control=options.control,
+                stats_file=options.stats_file,
+                stats_interval_s=options.stats_interval,
+            )
+        )
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
