@@ -23,10 +23,9 @@ app = typer.Typer(
 )
 
 # ---- sub-commands (one module each; keep this block sorted) ----------------------------------------
-from agent.cli import bench_cmd, config_cmd, join_cmd, netem_cmd, netem_cmd, swarm_cmd, wallet_cmd  # noqa: E402
+from agent.cli import bench_cmd, config_cmd, join_cmd, netem_cmd, swarm_cmd, wallet_cmd  # noqa: E402
 
 app.add_typer(config_cmd.config_app, name="config")
-app.add_typer(netem_cmd.netem_app, name="netem")
 app.add_typer(netem_cmd.netem_app, name="netem")
 app.command("join")(join_cmd.join)
 app.command("bootstrap")(join_cmd.bootstrap)
