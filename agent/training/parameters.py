@@ -15,6 +15,7 @@ import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -149,6 +150,22 @@ class ParameterPackage:
         return PACKAGE_MAGIC + _HEADER_LENGTH.pack(len(header)) + header + tensors_to_bytes(self.tensors)
 
     @classmethod
+    def from_header(
+        cls, header: Mapping[str, Any], sha256: str, tensors: Sequence[torch.Tensor]
+    ) -> ParameterPackage:
+        """Rebuild a package from :meth:`header` output, its hash and its tensors (not yet verified:
+        call :meth:`verify` or :func:`unpack_into`). Raises KeyError/TypeError/ValueError if malformed."""
+        return cls(
+            version=int(header["version"]),
+            model_name=str(header["model_name"]),
+            names=tuple(str(name) for name in header["names"]),
+            shapes=tuple(tuple(int(size) for size in shape) for shape in header["shapes"]),
+            dtypes=tuple(str(dtype) for dtype in header["dtypes"]),
+            sha256=sha256,
+            tensors=tuple(tensors),
+        )
+
+    @classmethod
     def from_bytes(cls, data: bytes) -> ParameterPackage:
         """Decode :meth:`to_bytes` output and verify it; raises PackageIntegrityError when invalid."""
         start = len(PACKAGE_MAGIC) + _HEADER_LENGTH.size
@@ -158,15 +175,7 @@ class ParameterPackage:
         try:
             header = json.loads(data[start : start + header_length])
             tensors = tensors_from_bytes(memoryview(data)[start + header_length :])
-            package = cls(
-                version=int(header["version"]),
-                model_name=str(header["model_name"]),
-                names=tuple(header["names"]),
-                shapes=tuple(tuple(int(s) for s in shape) for shape in header["shapes"]),
-                dtypes=tuple(header["dtypes"]),
-                sha256=str(header["sha256"]),
-                tensors=tuple(tensors),
-            )
+            package = cls.from_header(header, str(header["sha256"]), tensors)
         except (ValueError, KeyError, TypeError, WireFormatError) as error:
             raise PackageIntegrityError(f"corrupt parameter package: {error}") from error
         package.verify()

@@ -130,3 +130,18 @@ def test_find_non_finite_and_gradient_validation() -> None:
     model.fc2.bias.grad[0] = float("inf")
     with pytest.raises(NonFiniteError, match=r"gradients from local hold NaN/Inf in fc2\.bias"):
         validate_gradients(model)
+
+
+def test_header_hash_and_tensors_sent_separately_rebuild_the_package() -> None:
+    source = build_model("cnn-small")
+    package = pack(source, version=4)
+    rebuilt = ParameterPackage.from_header(package.header(), package.sha256, list(package.tensors))
+    target = build_model("cnn-small")
+    unpack_into(target, rebuilt)
+    assert _state_equal(source, target) and rebuilt.version == 4
+    lying = {**package.header(), "version": 5}
+    with pytest.raises(PackageIntegrityError, match="fails its sha256"):
+        ParameterPackage.from_header(lying, package.sha256, package.tensors).verify()
+    reshaped = {**package.header(), "shapes": [[1], *package.header()["shapes"][1:]]}
+    with pytest.raises(PackageIntegrityError, match="header says"):
+        ParameterPackage.from_header(reshaped, package.sha256, package.tensors).verify()
