@@ -321,7 +321,7 @@ class AgentTui(App[None]):
         loss_plot = self.query_one("#loss-plot", PlotextPlot)
         plt = loss_plot.plt
         plt.clear_data()
-        plt.title("Loss")
+        plt.title("Loss" if history else "Loss (no data yet)")
         plt.xlabel("minutes")
         if history:
             plt.plot(minutes, [m.loss for m in history], marker="braille", color="red")
@@ -329,7 +329,7 @@ class AgentTui(App[None]):
         accuracy_plot = self.query_one("#accuracy-plot", PlotextPlot)
         plt = accuracy_plot.plt
         plt.clear_data()
-        plt.title("Accuracy")
+        plt.title("Accuracy" if any(m.accuracy is not None for m in history) else "Accuracy (no data yet)")
         plt.xlabel("minutes")
         points = [(x, m.accuracy) for x, m in zip(minutes, history, strict=True) if m.accuracy is not None]
         if points:
@@ -369,14 +369,16 @@ class AgentTui(App[None]):
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         in_group = sum(1 for p in snap.peers if p.in_group or p.peer_id in members)
-        table.border_subtitle = f"{len(snap.peers)} peers, {in_group} in current group"
+        table.border_subtitle = (
+            f"{len(snap.peers)} peers, {in_group} in current group" if snap.peers else "no peers yet"
+        )
         table.refresh()
 
     def _render_rewards(self, snap: AgentSnapshot) -> None:
         rewards = snap.rewards
         button = self.query_one("#claim", Button)
         if not rewards.configured:
-            text = Text.assemble(("not configured\n", "bold yellow"), (rewards.note, "dim"))
+            text = Text(rewards.note or "not configured", style="bold yellow")
         else:
             text = Text.assemble(
                 ("pending ", "dim"),
