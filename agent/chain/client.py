@@ -193,7 +193,10 @@ class ChainClient:
         self.retry_base_delay = retry_base_delay
         self.retry_max_delay = retry_max_delay
         self.poll_interval = poll_interval
-        self._nonce_lock = threading.Lock()
+        # Re-entrant: taking a nonce may reconcile it, and both hold the lock across the RPC so that two
+        # threads never read the same pending count. The send lock keeps broadcasts in nonce order.
+        self._nonce_lock = threading.RLock()
+        self._send_lock = threading.Lock()
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
 
@@ -410,25 +413,29 @@ class ChainClient:
     def reconcile_nonce(self) -> int:
         """Re-read the account's next nonce from the chain (pending block) and use it from now on."""
         account = self._require_account()
-        nonce = int(
-            self.retrying(
-                lambda: self.w3.eth.get_transaction_count(account.address, "pending"),
-                "eth_getTransactionCount",
-            )
-        )
         with self._nonce_lock:
+            nonce = int(
+                self.retrying(
+                    lambda: self.w3.eth.get_transaction_count(account.address, "pending"),
+                    "eth_getTransactionCount",
+                )
+            )
             self._next_nonce = nonce
         log.info("nonce of %s reconciled with the chain: next is %d", account.address, nonce)
         return nonce
 
     def _take_nonce(self) -> int:
-        if self._next_nonce is None:
-            self.reconcile_nonce()
         with self._nonce_lock:
+            if self._next_nonce is None:
+                self.reconcile_nonce()
             assert self._next_nonce is not None
             nonce = self._next_nonce
             self._next_nonce += 1
             return nonce
+
+    def _forget_nonce(self) -> None:
+        with self._nonce_lock:
+            self._next_nonce = None
 
     def _nonce_used(self, nonce: int) -> None:
         with self._nonce_lock:
@@ -482,16 +489,16 @@ class ChainClient:
             if "already known" in text or "already imported" in text or "already exists" in text:
                 pass
             elif "nonce too low" in text or "nonce has already been used" in text:
-                self._next_nonce = None  # re-read before the next signature
+                self._forget_nonce()  # re-read before the next signature
                 if self.receipt(signed.tx_hash) is None:
                     raise NonceConsumedError(
                         f"nonce {signed.nonce} of {signed.tx_hash} was used by another transaction"
                     ) from None
             else:
-                self._next_nonce = None
+                self._forget_nonce()
                 raise
         except Exception:
-            self._next_nonce = None  # the node may or may not have taken the nonce: ask it next time
+            self._forget_nonce()  # the node may or may not have taken the nonce: ask it next time
             raise
         self._nonce_used(signed.nonce)
         log.info("sent %s (nonce %d, gas limit %d)", signed.tx_hash, signed.nonce, signed.gas_limit)
@@ -500,14 +507,15 @@ class ChainClient:
     def send(self, to: str | None, data: bytes = b"", value: int = 0) -> SignedTransaction:
         """Sign and broadcast; on a stale nonce, reconcile with the chain and sign once more."""
         for attempt in range(2):
-            signed = self.sign(to, data, value)
-            try:
-                self.broadcast(signed)
-                return signed
-            except NonceConsumedError:
-                if attempt == 1:
-                    raise
-                self.reconcile_nonce()
+            with self._send_lock:
+                signed = self.sign(to, data, value)
+                try:
+                    self.broadcast(signed)
+                    return signed
+                except NonceConsumedError:
+                    if attempt == 1:
+                        raise
+                    self.reconcile_nonce()
         raise AssertionError("unreachable")
 
     def transact(
