@@ -98,7 +98,11 @@ def assign_owners(labels: np.ndarray, members: Sequence[str], salt: str = "") ->
     # capacity equals the number of samples, so it ends with everyone placed (at most N rounds each).
     while free.size:
         owner[free] = weights[free].argmax(axis=1)
+        # only buckets that received proposals can change: re-rank just their samples
+        touched = np.zeros(capacity.size, dtype=bool)
+        touched[labels[free] * num_members + owner[free]] = True
         held = np.flatnonzero(owner >= 0)
+        held = held[touched[labels[held] * num_members + owner[held]]]
         bucket = labels[held] * num_members + owner[held]
         weight = weights[held, owner[held]]
         # sort by bucket, then weight descending (~weight ascending); lexsort's last key is primary
