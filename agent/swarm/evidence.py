@@ -21,25 +21,61 @@ import math
 from collections.abc import Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hivemind import DHT
 from hivemind.utils.timed_storage import get_dht_time
 
-from agent.protocol.bindings import SignedNodeBinding, decode_node_binding, encode_node_binding
+from agent.protocol.bindings import (
+    NodeBinding,
+    SignedNodeBinding,
+    decode_node_binding,
+    encode_node_binding,
+    sign_node_binding,
+)
+from agent.protocol.messages import AveragingRoundReport, Hardware
 from agent.protocol.reports import (
+    OFFCHAIN_DOMAIN,
     GroupReceipt,
+    ReportDomain,
     ReportError,
+    RoundReport,
     SignedRoundReport,
     build_group_receipt,
     decode_group_receipt,
     encode_group_receipt,
+    sign_round_report,
 )
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from agent.chain.networks import ChainConfig
 
 log = logging.getLogger("hypergpu.evidence")
 
 DEFAULT_EXPIRATION_S = 6 * 3600.0
 RECEIPT_WINDOW_S = 60.0
+REGISTRATION_TTL_S = 7 * 86400
+"""How long an agent's on-chain registration signature stays valid (the coordinator registers it soon)."""
+
+
+def report_domain(chain: ChainConfig | None) -> ReportDomain:
+    """The EIP-712 domain this agent signs under: its network's chain id and the attestation contract.
+
+    Falls back to :data:`OFFCHAIN_DOMAIN` when no contract is configured (no ``chain.attestation_address``
+    and no ``chain.deployment_file``), so a swarm without a chain still produces verifiable evidence.
+    """
+    if chain is None:
+        return OFFCHAIN_DOMAIN
+    address = chain.attestation_address
+    if address is None and chain.deployment_file is not None:
+        from agent.chain.deploy import Deployment
+
+        address = Deployment.load(chain.deployment_file).address
+    if address is None:
+        return OFFCHAIN_DOMAIN
+    return ReportDomain(chain_id=chain.network_info.chain_id, verifying_contract=address)
 
 
 def receipts_key(run_id: str, window: int) -> str:
@@ -92,6 +128,58 @@ class EvidencePublisher:
         """Store this agent's own signed report as a one-report receipt (coordinator_lite merges them)."""
         receipt = build_group_receipt(signed.report.round, [signed])
         return self.publish_receipt(receipt, signed.report.peer_id, wait=wait)
+
+    def publish_round(
+        self,
+        account: LocalAccount,
+        round_report: AveragingRoundReport,
+        peer_id: str,
+        domain: ReportDomain,
+        *,
+        update_norm: float | None = None,
+        flagged: Iterable[str] = (),
+    ) -> SignedRoundReport:
+        """Sign this agent's report of a successful round and publish it; return it (e.g. to gather).
+
+        Raises :class:`ReportError` for a failed round (there is nothing to attest).
+        """
+        report = RoundReport.from_averaging_round(
+            round_report, peer_id, update_norm=update_norm, flagged=flagged
+        )
+        signed = sign_round_report(account, report, domain)
+        self.publish_report(signed)
+        return signed
+
+    def publish_node(
+        self,
+        account: LocalAccount,
+        run_id: str,
+        peer_id: str,
+        hardware: Hardware,
+        domain: ReportDomain,
+        *,
+        benchmark_samples_per_s: float = 0.0,
+        registration_ttl_s: int = REGISTRATION_TTL_S,
+        wait: bool = False,
+    ) -> SignedNodeBinding:
+        """Sign and publish this agent's wallet <-> peer id binding with its declared hardware.
+
+        ``benchmark_samples_per_s`` is the agent's measured training throughput (0 = not measured).
+        """
+        now = int(get_dht_time())
+        binding = NodeBinding(
+            run_id=run_id,
+            peer_id=peer_id,
+            wallet=account.address,
+            device=hardware.device.split(":")[0].lower(),
+            hardware_name=hardware.name[:128],
+            benchmark_samples_per_s=max(0, round(benchmark_samples_per_s)),
+            registration_deadline=now + registration_ttl_s,
+            timestamp=now,
+        )
+        signed = sign_node_binding(account, binding, domain)
+        self.publish_binding(signed, wait=wait)
+        return signed
 
     def publish_binding(self, signed: SignedNodeBinding, *, wait: bool = False) -> bool | None:
         """Store this agent's wallet <-> peer id binding (re-publish it now and then to keep it alive)."""

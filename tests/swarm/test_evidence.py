@@ -9,9 +9,17 @@ from eth_account import Account
 from hivemind import DHT
 from hivemind.utils.timed_storage import get_dht_time
 
-from agent.protocol.bindings import NodeBinding, sign_node_binding
+from agent.chain.networks import ChainConfig
+from agent.protocol.bindings import verify_node_binding
+from agent.protocol.messages import AveragingRoundReport, Hardware
 from agent.protocol.reports import OFFCHAIN_DOMAIN, RoundReport, build_group_receipt, sign_round_report
-from agent.swarm.evidence import EvidencePublisher, read_bindings, read_evidence, receipts_key
+from agent.swarm.evidence import (
+    EvidencePublisher,
+    read_bindings,
+    read_evidence,
+    receipts_key,
+    report_domain,
+)
 
 MEMBERS = ("12D3KooWAlice", "12D3KooWBob")
 ACCOUNTS = [Account.from_key(bytes([i + 1]) * 32) for i in range(2)]
@@ -47,11 +55,20 @@ def test_receipts_and_bindings_travel_through_the_dht(dhts):
     receipt = build_group_receipt(1, [signed_report(0, 1, "aa" * 8), signed_report(1, 1, "aa" * 8)])
     assert publisher.publish_receipt(receipt, MEMBERS[0], wait=True)
     assert publisher.publish_report(signed_report(1, 2, "bb" * 8), wait=True)
-    publisher.publish_report(signed_report(0, 2, "bb" * 8))  # fire and forget, as the training loop does
-    binding = NodeBinding(
-        run_id="evidence-test", peer_id=MEMBERS[0], wallet=ACCOUNTS[0].address, device="cpu", timestamp=1
-    )
-    assert publisher.publish_binding(sign_node_binding(ACCOUNTS[0], binding, OFFCHAIN_DOMAIN), wait=True)
+    # what the training loop calls after a round: sign + publish, fire and forget
+    own = AveragingRoundReport(
+        run_id="evidence-test", round=2, group_id="BB" * 8, members=MEMBERS, samples=100, compute_seconds=0.2,
+        wait_seconds=0.1, bytes_sent=1, bytes_received=1, success=True,
+    )  # fmt: skip
+    signed = publisher.publish_round(ACCOUNTS[0], own, MEMBERS[0], OFFCHAIN_DOMAIN, update_norm=1.5)
+    assert signed.report.group_id == "bb" * 8 and signed.report.update_norm_micro == 1_500_000
+    hardware = Hardware(device="cuda:0", name="NVIDIA H100", memory_mb=80_000, cpu_threads=8)
+    node = publisher.publish_node(
+        ACCOUNTS[0], "evidence-test", MEMBERS[0], hardware, OFFCHAIN_DOMAIN, benchmark_samples_per_s=5400.4,
+        wait=True,
+    )  # fmt: skip
+    assert node.binding.device == "cuda" and node.binding.benchmark_samples_per_s == 5400
+    assert verify_node_binding(node, OFFCHAIN_DOMAIN) == ACCOUNTS[0].address
     # a record that is not a receipt is reported, not fatal
     now = get_dht_time()
     reader_dht.store(receipts_key("evidence-test", int(now // 60)), b"junk", now + 60, subkey="9:zz:x")
@@ -72,3 +89,11 @@ def test_receipts_and_bindings_travel_through_the_dht(dhts):
     bindings, malformed = read_bindings(reader_dht, "evidence-test")
     assert [b.binding.peer_id for b in bindings] == [MEMBERS[0]] and malformed == []
     assert read_evidence(reader_dht, "another-run").receipts == []
+
+
+def test_report_domain_follows_the_chain_configuration():
+    assert report_domain(None) == OFFCHAIN_DOMAIN
+    assert report_domain(ChainConfig()) == OFFCHAIN_DOMAIN  # no contract configured
+    address = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    domain = report_domain(ChainConfig(network="monad-testnet", attestation_address=address.lower()))
+    assert domain.chain_id == 10143 and domain.verifying_contract == address
