@@ -194,6 +194,7 @@ def _serve(
 ) -> None:
     import uvicorn
 
+    from agent.chain.client import ChainUnreachableError
     from agent.protocol.reports import OFFCHAIN_DOMAIN
     from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
     from coordinator_lite.api import create_app
@@ -237,7 +238,12 @@ def _serve(
             host, port,
         )  # fmt: skip
         while not stop.is_set():
-            closer.step()
+            try:
+                closer.step()
+            except ChainUnreachableError as exc:  # nothing was committed: the same close is retried
+                log.warning("epoch close postponed, the chain is unreachable: %s", exc)
+                stop.wait(max(poll, 5.0))
+                continue
             stop.wait(max(0.1, min(poll, closer.next_deadline() - time.time())))
     finally:
         server.should_exit = True
