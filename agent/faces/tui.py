@@ -445,6 +445,8 @@ class AgentTui(App[None]):
             self.post_message(ActionFinished(name, True, "training resumed" if resume else "training paused"))
         except UserFacingError as error:
             self.post_message(ActionFinished(name, False, str(error)))
+        except Exception as error:  # a failing agent must be reported, not take the UI down
+            self.post_message(ActionFinished(name, False, f"failed: {error}"))
 
     def _claim_refusal(self, snap: AgentSnapshot) -> str | None:
         """Why a claim cannot be made now, or None when it can."""
@@ -498,7 +500,12 @@ class AgentTui(App[None]):
     @work(thread=True, exclusive=True, group="browser")
     def _open_in_browser(self, url: str) -> None:
         # webbrowser may launch a program and wait for it; keep that off the UI thread
-        self.open_url(url)
+        try:
+            self.open_url(url)
+        except Exception as error:  # no browser on this host is normal (a server over SSH)
+            self.post_message(
+                ActionFinished("web page", False, f"could not open a browser ({error}); open {url}")
+            )
 
     def action_quit_agent(self) -> None:
         if self._on_quit is not None:

@@ -217,7 +217,11 @@ def _actions_router() -> APIRouter:
 
     @router.post(
         "/claim",
-        responses={**refusals, 409: {"model": ErrorDetail, "description": "nothing to claim, or no chain"}},
+        responses={
+            **refusals,
+            409: {"model": ErrorDetail, "description": "nothing to claim, or no chain"},
+            502: {"model": ErrorDetail, "description": "the claim transaction failed"},
+        },
         summary="Claim pending rewards (needs the token)",
     )
     def claim(agent: GuardedActions) -> ActionResult:
@@ -225,6 +229,9 @@ def _actions_router() -> APIRouter:
             return ActionResult(action="claim", message=agent.claim())
         except UserFacingError as error:
             raise HTTPException(status_code=409, detail=str(error)) from error
+        except Exception as error:  # the chain or the agent failed, not the request: say so, keep serving
+            log.exception("claim failed")
+            raise HTTPException(status_code=502, detail=f"claim failed: {error}") from error
 
     return router
 

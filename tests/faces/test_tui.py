@@ -231,3 +231,20 @@ def test_sort_peers_puts_unknown_last_in_both_directions() -> None:
     assert [p.peer_id for p in sort_peers(peers, "rtt_ms", reverse=False)] == ["c", "b", "a"]
     assert [p.peer_id for p in sort_peers(peers, "rtt_ms", reverse=True)] == ["b", "c", "a"]
     assert DEMO_PEERS[0] not in [p.peer_id for p in demo_board().snapshot().peers]
+
+
+class _FailingAgent(FakeActions):
+    def pause(self) -> None:
+        raise RuntimeError("training thread is gone")
+
+
+async def test_a_failing_agent_action_is_reported_and_the_tui_keeps_running() -> None:
+    board = demo_board()
+    app = AgentTui(board, _FailingAgent(board))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await app.workers.wait_for_complete()
+        await pilot.pause(0.1)
+        assert app.is_running
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors == ["pause: failed: training thread is gone"]

@@ -165,6 +165,19 @@ def test_a_refused_claim_is_a_409_with_the_agents_reason() -> None:
     assert response.status_code == 409 and response.json() == {"detail": "nothing to claim yet"}
 
 
+class _BrokenAgent(FakeActions):
+    def claim(self) -> str:
+        raise ConnectionError("RPC https://testnet-rpc.monad.xyz timed out")
+
+
+def test_a_failed_claim_is_a_502_that_says_why() -> None:
+    board = demo_board(points=5)
+    client = _client(board, token=TOKEN, actions=_BrokenAgent(board))
+    response = client.post("/api/actions/claim", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 502
+    assert response.json() == {"detail": "claim failed: RPC https://testnet-rpc.monad.xyz timed out"}
+
+
 def test_short_tokens_are_refused() -> None:
     with pytest.raises(UserFacingError, match="at least 8"):
         create_app(StatusBoard(), action_token="abc", actions=None)

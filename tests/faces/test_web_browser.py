@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faces_fakes import FakeActions
 
 from agent.faces.browser import CHROMIUM_PATH, launch_chromium
 from agent.faces.demo import demo_board
@@ -190,3 +191,36 @@ def test_screenshot_is_written(page, agent, tmp_path: Path) -> None:
     page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 50_000  # a blank page compresses to a few kB
+
+
+def test_actions_on_the_page_need_the_token_and_confirm_the_claim(browser) -> None:
+    board = demo_board()
+    actions = FakeActions(board)
+    handle = serve_in_thread(create_app(board, action_token="page-token-123", actions=actions))
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(5000)
+        _open(page, handle)
+        page.wait_for_selector("#actions-form:not([hidden])")
+        page.fill("#action-token", "wrong-token-000")
+        page.click("#action-pause")
+        sync_api.expect(page.locator("#action-result")).to_have_text("Refused (403): wrong token")
+        page.fill("#action-token", "page-token-123")
+        page.click("#action-pause")
+        sync_api.expect(page.locator("#action-result")).to_have_text("local training paused")
+        sync_api.expect(page.locator("#action-pause")).to_have_text("Resume training")
+        dialogs: list[str] = []
+        page.once("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.click("#action-claim")
+        page.wait_for_timeout(200)
+        assert dialogs == ["Claim 1.25 MON? This sends a transaction from this agent's wallet."]
+        assert actions.calls == ["pause"]
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#action-claim")
+        sync_api.expect(page.locator("#action-result")).to_have_text("claimed in tx 0xfeed")
+        sync_api.expect(page.locator("#rewards-pending")).to_have_text("0 MON")
+        assert actions.calls == ["pause", "claim"]
+    finally:
+        context.close()
+        handle.stop()
