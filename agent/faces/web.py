@@ -11,8 +11,9 @@ Read-only by default: the action endpoints answer 403 unless an ``action_token``
 need ``Authorization: Bearer <token>``. Routes: ``/`` (the page from ``web/``), ``/api/status``,
 ``/api/peers``, ``/api/metrics/history`` (+ ``.csv``), ``/api/rounds``, ``/api/alerts``,
 ``/api/events`` (server-sent events), ``/api/actions/{pause,resume,claim}``, ``/metrics``
-(Prometheus) and ``/healthz``. The coordinator's swarm page will be a separate app in
-``coordinator_lite``; it can reuse :func:`serve_in_thread`.
+(Prometheus) and ``/healthz``. The coordinator's swarm page belongs in ``coordinator_lite`` as an app
+of its own (static files under ``web/swarm/``); it can reuse :func:`serve_in_thread` and
+:func:`add_security_headers`.
 """
 
 from __future__ import annotations
@@ -236,6 +237,20 @@ def _actions_router() -> APIRouter:
     return router
 
 
+def add_security_headers(app: FastAPI) -> None:
+    """A strict Content-Security-Policy and friends on every response (the swarm page reuses this)."""
+
+    @app.middleware("http")
+    async def security_headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+
 def create_app(
     board: StatusBoard,
     *,
@@ -301,16 +316,7 @@ def create_app(
     else:
         log.warning("web page files not found in %s; serving the API only", static_dir)
 
-    @app.middleware("http")
-    async def security_headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
-
+    add_security_headers(app)
     return app
 
 
