@@ -3,6 +3,7 @@ coordinator proof endpoint (stdlib HTTP server serving :func:`agent.chain.proofs
 
 from __future__ import annotations
 
+import json
 import logging
 import stat
 import sys
@@ -21,7 +22,7 @@ from agent.chain.attestation import Attestation, run_id_hash, sign_node_registra
 from agent.chain.client import ChainClient
 from agent.chain.deploy import deploy_attestation
 from agent.chain.merkle import RewardTree
-from agent.chain.proofs import AccountProofs, reward_proof
+from agent.chain.proofs import RewardProof
 from agent.chain.wallet import unlock_wallet
 from agent.cli.main import main
 
@@ -134,9 +135,22 @@ def test_wallet_import_and_the_errors_a_user_meets(
     assert PASSWORD not in "".join(outputs) + caplog.text
 
 
+def proof_json(tree: RewardTree, epoch: int, account: str) -> bytes:
+    """The body coordinator_lite's ``/proof/{run_id}/{account}`` serves (see coordinator_lite/api.py)."""
+    body = {
+        "run_id": RUN_NAME,
+        "account": account,
+        "epoch": epoch,
+        "root": tree.root,
+        "cumulative_amount": str(tree.amount(account)),
+        "proof": tree.proof(account),
+    }
+    return json.dumps(body).encode()
+
+
 @pytest.fixture
 def coordinator_endpoint() -> Iterator[tuple[str, dict[str, bytes]]]:
-    """A stand-in for coordinator_lite's proof endpoint: path -> JSON body, 404 otherwise."""
+    """A stand-in for coordinator_lite's API (``/healthz``, ``/proof/{run}/{account}``): path -> JSON body."""
     routes: dict[str, bytes] = {}
 
     class Handler(BaseHTTPRequestHandler):
@@ -215,11 +229,8 @@ def test_rewards_then_claim_then_nothing_left(
         tree = RewardTree.build({agent.address: 3 * 10**15, other.address: 5 * 10**15})
         attestation.send(attestation.post_epoch_root_call(run, 0, tree.root, tree.total))
         coordinator.transact(agent.address, b"", 10**17)  # gas money
-        proof = reward_proof(tree, run_id=RUN_NAME, epoch=0, account=agent.address)
-        routes[f"/v1/proofs/{agent.address}"] = (
-            AccountProofs(account=agent.address, proofs=(proof,)).model_dump_json().encode()
-        )
-        routes[f"/v1/runs/{RUN_NAME}/proofs/{agent.address}"] = proof.model_dump_json().encode()
+        routes["/healthz"] = json.dumps({"status": "ok", "run_id": RUN_NAME}).encode()
+        routes[f"/proof/{RUN_NAME}/{agent.address}"] = proof_json(tree, 0, agent.address)
         monkeypatch.setenv("HYPERGPU_CHAIN__RPC_URL", anvil.rpc_url)
         monkeypatch.setenv("HYPERGPU_CHAIN__ATTESTATION_ADDRESS", deployment.address)
         flags = ["--keystore", str(keystore), "--coordinator", url]
@@ -251,6 +262,14 @@ def test_rewards_then_claim_then_nothing_left(
         assert coordinator.w3.eth.get_transaction_count(agent.address) == nonce  # no transaction sent
         after = run_cli(["rewards", "--run", RUN_NAME, *flags], capsys, monkeypatch)
         assert after.out.count("0.003 ETH") == 2 and "0 ETH" in after.out  # earned, claimed; pending 0
+
+        # The coordinator already serves epoch 1's tree, whose root is still in its outbox: nothing is sent.
+        later = RewardTree.build({agent.address: 8 * 10**15, other.address: 9 * 10**15})
+        routes[f"/proof/{RUN_NAME}/{agent.address}"] = proof_json(later, 1, agent.address)
+        early = run_cli(["claim", *flags, "--password-file", password_file], capsys, monkeypatch)
+        assert early.code == 0 and "not on chain yet" in early.out
+        assert coordinator.w3.eth.get_transaction_count(agent.address) == nonce
+        assert RewardProof.model_validate_json(proof_json(later, 1, agent.address)).verifies()
 
         everything = shown.out + claimed.out + claimed.err + again.out + caplog.text
         assert agent.key.hex() not in everything and PASSWORD not in everything
