@@ -25,8 +25,10 @@ Why each write lands exactly once, even after ``kill -9`` or an RPC outage:
 
 Entries are sent one at a time in enqueue order, each after the previous one's receipt, so a write
 may depend on the one before it. Callers never wait for the chain: :meth:`Outbox.enqueue` only
-writes SQLite. Transient RPC failures are retried with exponential backoff forever; a write whose gas
-estimate or execution reverts is marked ``failed`` with the decoded reason and the queue moves on.
+writes SQLite. RPC failures (node down, rate limits, and also a node refusing the transaction, e.g.
+for insufficient funds) are retried with exponential backoff forever, the reason kept in
+``last_error``; a write whose gas estimate or execution reverts is marked ``failed`` with the decoded
+reason and the queue moves on.
 """
 
 from __future__ import annotations
