@@ -183,7 +183,7 @@ function renderStats(s) {
   $("stat-local-steps").textContent = fmt(s.local_steps, 0);
   $("stat-eta").textContent = s.target_accuracy === null || s.target_accuracy === undefined
     ? fmtDuration(s.eta_to_target_s)
-    : `${fmtDuration(s.eta_to_target_s)} to ${fmtPercent(s.target_accuracy)}`;
+    : `${fmtDuration(s.eta_to_target_s)} (target ${fmtPercent(s.target_accuracy)})`;
 }
 
 function sortValue(peer, key) {
@@ -284,7 +284,10 @@ function renderRtt(s) {
         cell.style.background = heatColor(ms);
         return cell;
       })));
-  holder.replaceChildren(el("table", { class: "heatmap" }, el("thead", {}, head), el("tbody", {}, ...rows)));
+  holder.replaceChildren(
+    el("table", { class: "heatmap" }, el("thead", {}, head), el("tbody", {}, ...rows)),
+    el("p", { class: "muted", text: "Round-trip times in ms, row to column: green is fast, red is 300 ms or more." }),
+  );
 }
 
 function renderAlerts() {
