@@ -364,7 +364,7 @@ def _check_report(
 ) -> tuple[Rejection | None, str]:
     report = signed.report
     try:
-        signer = recover_report_signer(signed, domain)
+        signer = recover_report_signer(signed, domain, digest)
     except ReportError as exc:
         return _reject(signed, RejectReason.FORGED, exc.reason), ""
     if signer != signed.signer_address:

@@ -29,9 +29,9 @@ from typing import Annotated, Any
 
 import msgpack
 from eth_abi import encode as abi_encode
-from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
+from eth_keys import keys
 from eth_utils import keccak, to_checksum_address
 from pydantic import (
     AfterValidator,
@@ -298,13 +298,23 @@ def sign_round_report(account: LocalAccount, report: RoundReport, domain: Report
     return SignedRoundReport(report=report, signer_address=account.address, signature=bytes(signed.signature))
 
 
-def recover_report_signer(signed: SignedRoundReport, domain: ReportDomain) -> str:
+def recover_report_signer(
+    signed: SignedRoundReport, domain: ReportDomain, digest: bytes | None = None
+) -> str:
     """The checksum address that produced ``signed.signature`` over ``signed.report`` under ``domain``.
 
+    ``digest`` (from :func:`report_digest`) saves encoding the typed data again when the caller has it.
     Raises :class:`ReportError` when the signature cannot be recovered at all.
     """
+    if digest is None:
+        digest = report_digest(signed.report, domain)
+    signature = signed.signature
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
     try:
-        return Account.recover_message(_signable(signed.report, domain), signature=signed.signature)
+        public_key = keys.Signature(
+            signature_bytes=signature[:64] + bytes([v])
+        ).recover_public_key_from_msg_hash(digest)
+        return public_key.to_checksum_address()
     except Exception as exc:  # eth-keys raises several types for malformed (r, s, v)
         raise ReportError(f"signature of {signed.report.peer_id} is malformed: {exc}") from exc
 

@@ -73,3 +73,23 @@ def test_quality_is_weighted_by_compute_time():
     bad = accepted("p", ts=T0 + 1, compute_ms=1000, flagged_by=2)
     (card,) = score_epoch([good, bad], [], epoch_end=T0 + 60)
     assert card.quality == pytest.approx((9 * 1.5 + 1 * 0.5) / 10)
+
+
+def test_a_thousand_agents_score_split_and_tree_exactly():
+    from agent.chain.merkle import RewardTree, verify_proof
+    from coordinator_lite.rewards import Strategy, split_rewards
+
+    rounds = [
+        accepted(f"peer{i:04d}", ts=T0 + 60 * r, compute_ms=500 + 37 * i, wallet=f"0x{i + 1:040x}")
+        for i in range(1000)
+        for r in range(3)
+    ]
+    cards = score_epoch(rounds, [MissedRound("peer0007", "zz")], epoch_end=T0 + 180)
+    assert len(cards) == 1000
+    pool = 123 * 10**18 + 456
+    for strategy in Strategy:
+        split = split_rewards(cards, pool, strategy)
+        assert split.total + split.carried_out == pool and split.carried_out < 2000
+    tree = RewardTree.build({card.wallet: split.rewards[card.peer_id] for card in cards})
+    wallet = cards[500].wallet
+    assert verify_proof(tree.root, wallet, tree.amount(wallet), tree.proof(wallet))
