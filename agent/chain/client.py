@@ -226,7 +226,8 @@ class ChainClient:
 
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
-            log.warning(
+            # INFO, not WARNING: a retry that succeeds is routine, and one that fails raises one clear error.
+            log.info(
                 "%s: RPC %s failed (%s); retry %d/%d",
                 what,
                 self.rpc_url,

@@ -159,6 +159,7 @@ def _client(chain: ChainConfig, account: LocalAccount | None) -> ChainClient:
 
     client = ChainClient.from_config(chain, account)
     client.rpc_retries = min(client.rpc_retries, CLI_RPC_RETRIES)
+    _ = client.chain_id  # refuses an RPC that serves another chain than chain.network before any read
     return client
 
 
