@@ -221,7 +221,7 @@ class ShaperProcess:
 
 
 # ---- servers behind the proxies -----------------------------------------------------------------------
-async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def echo_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
         while data := await reader.read(65536):
             writer.write(data)
@@ -232,7 +232,7 @@ async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def sink_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Read an 8-byte length, then that many bytes; reply with the receive timeline as JSON."""
     try:
         (total,) = struct.unpack("!Q", await reader.readexactly(8))
@@ -256,7 +256,7 @@ async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _serve_all(
+async def serve_all(
     addressing: list[AgentAddressing], handler: Callable[..., object]
 ) -> list[asyncio.Server]:
     servers = []
@@ -267,7 +267,7 @@ async def _serve_all(
 
 # ---- RTT and drops ------------------------------------------------------------------------------------
 @dataclass
-class _Samples:
+class RoundTripSamples:
     rtts_ms: list[float]
     drops: int = 0
     messages: int = 0
@@ -278,7 +278,7 @@ async def _connect(source: str, target: AgentAddressing) -> tuple[asyncio.Stream
 
 
 async def _ping_worker(
-    plan: LinkPlan, source: str, target: AgentAddressing, count: int, samples: _Samples
+    plan: LinkPlan, source: str, target: AgentAddressing, count: int, samples: RoundTripSamples
 ) -> None:
     """``count`` sequential round trips on one connection (a fresh one after each reset or time-out)."""
     profile = plan.profile
@@ -325,8 +325,8 @@ def connections_for(plan: LinkPlan, messages: int) -> int:
     return max(1, min(MAX_CONNECTIONS_PER_LINK, math.ceil(messages * expected_s / TARGET_PHASE_S)))
 
 
-async def _measure_rtt(plan: LinkPlan, addressing: list[AgentAddressing], messages: int) -> _Samples:
-    samples = _Samples(rtts_ms=[])
+async def measure_round_trips(plan: LinkPlan, addressing: list[AgentAddressing], messages: int) -> RoundTripSamples:
+    samples = RoundTripSamples(rtts_ms=[])
     workers = connections_for(plan, messages)
     share = [messages // workers + (1 if k < messages % workers else 0) for k in range(workers)]
     source = addressing[plan.dialer].listen_host
@@ -336,7 +336,7 @@ async def _measure_rtt(plan: LinkPlan, addressing: list[AgentAddressing], messag
 
 
 # ---- bandwidth ----------------------------------------------------------------------------------------
-async def _measure_bandwidth(plan: LinkPlan, addressing: list[AgentAddressing]) -> float | None:
+async def measure_bandwidth(plan: LinkPlan, addressing: list[AgentAddressing]) -> float | None:
     """Megabit/s of one bulk transfer through the (loss-free) link, timed at the receiver."""
     rate = plan.profile.bytes_per_second
     assert rate is not None
@@ -374,9 +374,9 @@ async def run_check(
     with tempfile.TemporaryDirectory(prefix="hypergpu-netem-") as workdir:
         say(f"RTT and drops: {len(plans)} links x {messages} messages")
         async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
-            servers = await _serve_all(shaper.addressing, _echo)
+            servers = await serve_all(shaper.addressing, echo_handler)
             try:
-                samples = await asyncio.gather(*(_measure_rtt(p, shaper.addressing, messages) for p in plans))
+                samples = await asyncio.gather(*(measure_round_trips(p, shaper.addressing, messages) for p in plans))
             finally:
                 for server in servers:
                     server.close()
@@ -385,12 +385,12 @@ async def run_check(
         if capped:
             say(f"bandwidth: {len(capped)} capped links, loss off")
             async with ShaperProcess(static.without_loss(), agent_count, Path(workdir)) as shaper:
-                servers = await _serve_all(shaper.addressing, _sink)
+                servers = await serve_all(shaper.addressing, sink_handler)
                 limit = asyncio.Semaphore(BANDWIDTH_CONCURRENCY)
 
                 async def one(plan: LinkPlan) -> None:
                     async with limit:
-                        rates[(plan.dialer, plan.listener)] = await _measure_bandwidth(
+                        rates[(plan.dialer, plan.listener)] = await measure_bandwidth(
                             plan, shaper.addressing
                         )
 
