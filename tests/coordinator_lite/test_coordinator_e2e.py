@@ -8,6 +8,7 @@ the proof the coordinator serves. A second epoch measures closed -> root on chai
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -83,20 +84,36 @@ class Coordinator:
         self.starts += 1
         env = {**os.environ, "HYPERGPU_COORDINATOR_KEY": self.key}
         log = (self.tmp / f"coordinator-{self.starts}.log").open("w")
+        # its own process group: hivemind's DHT child and the p2pd daemon survive a SIGKILL of the main
+        # process alone (they do not watch their parent), so a crash is the whole group going down
         self.process = subprocess.Popen(
             [sys.executable, "-m", "coordinator_lite.main", "run", *self.args],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in sorted(self.tmp.glob("coordinator-*.log")))
 
     def kill(self, sig: int) -> int:
+        """SIGKILL: the whole process group, as a crash would; SIGTERM: the main process, to stop cleanly."""
         assert self.process is not None
-        self.process.send_signal(sig)
-        return self.process.wait(timeout=30)
+        if sig == signal.SIGKILL:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=30)
+        self.reap()
+        return code
+
+    def reap(self) -> None:
+        """Make sure nothing of this coordinator outlives the test."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def test_epoch_lands_on_chain_exactly_once_across_kill9_and_is_claimable(anvil, dht, tmp_path):
@@ -238,3 +255,4 @@ def test_epoch_lands_on_chain_exactly_once_across_kill9_and_is_claimable(anvil, 
         if coordinator.process and coordinator.process.poll() is None:
             coordinator.process.kill()
             coordinator.process.wait()
+        coordinator.reap()
