@@ -105,6 +105,14 @@ def join(
     no_tui: Annotated[bool, typer.Option("--no-tui", help="plain logs instead of the terminal UI")] = False,
     web_host: Annotated[str, typer.Option(help="status page address")] = "127.0.0.1",
     web_port: Annotated[int | None, typer.Option(help="status page port (none = no page)")] = None,
+    keystore: Annotated[
+        Path | None,
+        typer.Option(help="wallet keystore; signed contribution reports need one (hypergpu wallet new)"),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="file whose first line is the wallet password (or HYPERGPU_WALLET_PASSWORD)"),
+    ] = None,
     action_token: Annotated[
         str | None,
         typer.Option(envvar="HYPERGPU_ACTION_TOKEN", help="token that allows pause/claim on the web API"),
@@ -149,6 +157,8 @@ def join(
             announce_host=announce_host,
             announce_port=announce_port,
             torch_threads=threads,
+            keystore=keystore,
+            password_file=password_file,
         ),
     )
     _install_stop_handlers(node)
@@ -187,8 +197,8 @@ def _maybe_start_web(node: object, host: str, port: int | None, token: str | Non
         return None
     app = create_app(node.board, action_token=token, actions=node)  # type: ignore[attr-defined]
     handle = serve_in_thread(app, host=host, port=port)
-    node.board.update(web_url=f"http://{host}:{port}/")  # type: ignore[attr-defined]
-    log.info("status page: http://%s:%d/", host, port)
+    node.board.update(web_url=handle.url)  # type: ignore[attr-defined]  # the real port, also for --web-port 0
+    log.info("status page: %s", handle.url)
     return handle
 
 

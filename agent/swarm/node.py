@@ -36,6 +36,7 @@ from agent.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoi
 from agent.training.datasets import load_dataset
 from agent.training.local_trainer import LocalTrainer
 from agent.training.models import build_model
+from agent.training.parameters import ParameterPackage, pack, unpack_into
 from agent.training.sharding import assign_shards
 
 log = logging.getLogger("hypergpu.agent")
@@ -63,6 +64,8 @@ class NodeOptions:
     announce_port: int | None = None
     torch_threads: int | None = None
     status_interval_s: float = 1.0
+    keystore: Path | None = None
+    password_file: Path | None = None
 
 
 @dataclass
@@ -117,6 +120,12 @@ class AgentNode:
         self._round_applied = False
         self._test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
         self._overlapped: OverlappedAveraging | None = None
+        self.loaded_state: dict[str, Any] | None = None
+        self.resumed_from: dict[str, Any] | None = None
+        self.first_eval: dict[str, Any] | None = None
+        self.account: Any = None
+        self._evidence: Any = None
+        self._domain: Any = None
 
     # ---- controls ----------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stopped by user") -> None:
@@ -137,6 +146,7 @@ class AgentNode:
         """Train until the target, the epoch budget, ``max_seconds`` or a stop request; returns a summary."""
         cfg, opts = self.config, self.options
         opts.workdir.mkdir(parents=True, exist_ok=True)
+        self._unlock_wallet()
         if opts.torch_threads:
             torch.set_num_threads(opts.torch_threads)
         torch.manual_seed(cfg.training.seed)
@@ -170,6 +180,7 @@ class AgentNode:
         averager: ModelAverager | None = None
         try:
             self.peer_id = dht.peer_id.to_base58()
+            self._start_evidence(dht, device)
             self.visible_addresses = visible_maddrs(dht)
             log.info("joined the DHT as %s; peers can use %s", self.peer_id, self.visible_addresses[:1])
             self.board.update(peer_id=self.peer_id)
@@ -271,8 +282,9 @@ class AgentNode:
         )
         self.clock.train_start = time.time()
         self.board.update(status=NodeStatus.TRAINING, started_at=_utc(self.clock.train_start))
-        next_eval = time.monotonic() + cfg.training.eval_interval_s
-        next_refresh = time.monotonic() + cfg.swarm.member_ttl / 3
+        # A newcomer that loaded the swarm's state reports its accuracy at once, before its first round.
+        next_eval = time.monotonic() + (0.0 if self.loaded_state else cfg.training.eval_interval_s)
+        next_refresh = time.monotonic() + min(2.0, cfg.swarm.member_ttl / 3)
         next_status = 0.0
         rate_window: list[tuple[float, int]] = [(time.monotonic(), 0)]
         self._last_params = [p.detach().cpu().clone() for p in model.parameters()]
@@ -302,7 +314,7 @@ class AgentNode:
                 assert self._test_tensors is not None
                 self._evaluate(trainer, directory, *self._test_tensors, len(test_labels), loss, rate)
             if now >= next_refresh:
-                next_refresh = now + cfg.swarm.member_ttl / 3
+                next_refresh = now + min(2.0, cfg.swarm.member_ttl / 3)
                 self._refresh_membership(directory, trainer, train_labels, test_labels, test)
             if now >= next_status:
                 next_status = now + opts.status_interval_s
@@ -357,6 +369,53 @@ class AgentNode:
         self._record_round(outcome)
         self.board.update(status=NodeStatus.PAUSED if self._paused.is_set() else NodeStatus.TRAINING)
 
+    def _unlock_wallet(self) -> None:
+        """Unlock the keystore, if one is configured, before anything slow (a wrong password fails fast)."""
+        from agent.chain.wallet import read_password, unlock_wallet
+
+        path = self.options.keystore
+        if path is None:
+            return
+        password = read_password(self.options.password_file, interactive=False)
+        self.account = unlock_wallet(path, password)
+        self.board.update(wallet=self.account.address)
+
+    def _start_evidence(self, dht: Any, device: torch.device) -> None:
+        """Publish this agent's signed wallet <-> peer id binding; later rounds publish signed reports."""
+        if self.account is None:
+            log.warning("no wallet (--keystore): this agent trains, but its contributions are not attested")
+            return
+        from agent.protocol.messages import Hardware
+        from agent.swarm.evidence import EvidencePublisher, report_domain
+
+        self._evidence = EvidencePublisher(dht)
+        self._domain = report_domain(self.config.chain)
+        hardware = Hardware(
+            device=str(device),
+            name=device_name(device),
+            memory_mb=int(psutil.virtual_memory().total / 2**20),
+            cpu_threads=torch.get_num_threads(),
+        )
+        self._evidence.publish_node(
+            self.account, self.config.swarm.run_id, self.peer_id, hardware, self._domain
+        )
+        log.info(
+            "wallet %s bound to peer %s for run %s",
+            self.account.address,
+            self.peer_id[:12],
+            self.config.swarm.run_id,
+        )
+
+    def _attest(self, report: AveragingRoundReport, update_norm: float, flagged: list[str]) -> None:
+        if self._evidence is None or self.account is None or not report.success:
+            return
+        try:
+            self._evidence.publish_round(
+                self.account, report, self.peer_id, self._domain, update_norm=update_norm, flagged=flagged
+            )
+        except Exception as exc:  # evidence must never stop training; the next round tries again
+            log.warning("could not publish the signed report of round %d: %s", report.round, exc)
+
     def _record_round(self, outcome: RoundOutcome) -> None:
         meta = self._round_meta
         n = len(outcome.members)
@@ -367,7 +426,8 @@ class AgentNode:
             rounds_seen = [int(p.get("round", 0)) for p in outcome.gathered.values() if isinstance(p, dict)]
             self.round = max([self.round, *rounds_seen]) + 1
             norms = {peer: float(p.get("update_norm", math.nan)) for peer, p in outcome.gathered.items()}
-            for peer in update_norm_outliers(norms):
+            flagged = update_norm_outliers(norms)
+            for peer in flagged:
                 if peer != self.peer_id:
                     self.board.alert(
                         "update_outlier",
@@ -405,6 +465,8 @@ class AgentNode:
             success=outcome.success,
         )
         self.board.record_round(report)
+        if outcome.success:
+            self._attest(report, float(meta.get("update_norm", 0.0)), flagged)
 
     # ---- evaluation, membership, state --------------------------------------------------------------
     def _evaluate(
@@ -429,6 +491,7 @@ class AgentNode:
             "total": result.total,
             "at": time.time(),
         }
+        self.first_eval = self.first_eval or self.last_eval
         pooled = pool_evaluations(
             directory.evaluations(max_age=cfg.training.eval_interval_s * 2.5), test_size
         )
@@ -482,6 +545,9 @@ class AgentNode:
             members = tuple(sorted(set(directory.members()) | {self.peer_id}))
             if len(members) >= max(cfg.expected_agents, 1) or self._stop.is_set():
                 return members
+            if directory.is_done():
+                self.request_stop(f"run {cfg.run_id!r} has already reached its target")
+                return members
             if time.monotonic() > deadline:
                 if cfg.expected_agents and len(members) < 2:
                     raise NoPeersError(
@@ -528,17 +594,29 @@ class AgentNode:
             )
 
     def _swarm_has_progress(self, directory: SwarmDirectory) -> bool:
-        return any(card.round > 0 for peer, card in directory.members().items() if peer != self.peer_id)
+        return any(
+            card.round > 0 or card.samples > 0
+            for peer, card in directory.members().items()
+            if peer != self.peer_id
+        )
 
     def _shareable_state(
         self, model: torch.nn.Module, trainer: LocalTrainer
     ) -> tuple[dict[str, Any], list[torch.Tensor]]:
-        tensors = [p.detach() for p in model.parameters()]
+        """State for a newcomer: a hashed parameter package (version = round) plus momentum buffers."""
+        package = pack(model, version=self.round, model_name=self.config.training.model)
         momentum = [trainer.optimizer.state.get(p, {}).get("momentum_buffer") for p in model.parameters()]
         has_momentum = all(m is not None for m in momentum)
+        tensors = list(package.tensors)
         if has_momentum:
             tensors += [m.detach() for m in momentum]  # type: ignore[union-attr]
-        return {"round": self.round, "momentum": has_momentum, "model": self.config.training.model}, tensors
+        metadata = {
+            "round": self.round,
+            "momentum": has_momentum,
+            "package": package.header(),
+            "sha256": package.sha256,
+        }
+        return metadata, tensors
 
     def _load_state_from_peers(
         self, averager: ModelAverager, model: torch.nn.Module, trainer: LocalTrainer
@@ -551,20 +629,30 @@ class AgentNode:
             self.board.alert("state_load_failed", "could not download the swarm's state; starting fresh")
             return
         metadata, tensors = loaded
-        params = list(model.parameters())
-        if metadata.get("model") != self.config.training.model or len(tensors) < len(params):
-            log.warning("peer state does not match model %s; ignored", self.config.training.model)
+        try:
+            header = metadata["package"]
+            count = len(header["names"])
+            package = ParameterPackage(
+                version=int(header["version"]),
+                model_name=str(header["model_name"]),
+                names=tuple(header["names"]),
+                shapes=tuple(tuple(int(x) for x in shape) for shape in header["shapes"]),
+                dtypes=tuple(header["dtypes"]),
+                sha256=str(metadata["sha256"]),
+                tensors=tuple(tensors[:count]),
+            )
+            unpack_into(model, package, source="a peer's shared state")  # checks hash, names, shapes, NaN/Inf
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("the swarm's state was rejected (%s); starting from fresh parameters", exc)
+            self.board.alert("state_load_failed", f"peer state rejected: {exc}")
             return
-        with torch.no_grad():
-            for param, value in zip(params, tensors[: len(params)], strict=True):
-                if param.shape != value.shape:
-                    log.warning("peer state shape mismatch; ignored")
-                    return
-                param.copy_(value.to(param.device))
-            if metadata.get("momentum") and len(tensors) == 2 * len(params):
-                for param, value in zip(params, tensors[len(params) :], strict=True):
+        params = list(model.parameters())
+        if metadata.get("momentum") and len(tensors) == count + len(params):
+            for param, value in zip(params, tensors[count:], strict=True):
+                if value.shape == param.shape and torch.isfinite(value).all():
                     trainer.optimizer.state[param]["momentum_buffer"] = value.to(param.device).clone()
         self.round = int(metadata.get("round", 0))
+        self.loaded_state = {"round": self.round, "sha256": package.sha256, "at": time.time()}
         log.info("loaded the swarm's state (round %d) in %.2f s", self.round, time.perf_counter() - started)
         self.board.alert("state_loaded", f"loaded swarm state at round {self.round}", level=AlertLevel.INFO)
 
@@ -579,7 +667,9 @@ class AgentNode:
         self.round = checkpoint.round
         self.samples_total = checkpoint.samples
         trainer.steps_done = checkpoint.step
-        log.info("resumed from checkpoint at round %d", checkpoint.round)
+        digest = pack(model, version=checkpoint.round, model_name=checkpoint.model_name).sha256
+        self.resumed_from = {"round": checkpoint.round, "params_sha256": digest}
+        log.info("resumed from checkpoint at round %d (parameters sha256 %s)", checkpoint.round, digest[:16])
 
     def _save(self, model: torch.nn.Module, trainer: LocalTrainer) -> Path:
         return save_checkpoint(
@@ -611,6 +701,9 @@ class AgentNode:
             "members": len(self.members),
             "loss": snap.loss,
             "last_eval": self.last_eval,
+            "first_eval": self.first_eval,
+            "loaded_state": self.loaded_state,
+            "resumed_from": self.resumed_from,
             "swarm_eval": self.swarm_eval,
             "clock": asdict(self.clock),
             "round_stats": self.stats.as_dict(),
