@@ -132,6 +132,7 @@ class SwarmConfig(_Section):
     request_timeout: float = Field(
         default=1.0, gt=0, le=600, description="matchmaking request timeout, seconds"
     )
+    adaptive: bool = Field(default=False, description="network-aware grouping, local work and timeouts")
     member_ttl: float = Field(
         default=15.0, ge=2, le=3600, description="a silent agent leaves after this long"
     )

@@ -124,7 +124,7 @@ class OverlappedAveraging:
     def in_flight(self) -> bool:
         return self._control is not None
 
-    def start_round(self, *, weight: float, gather: dict[str, Any]) -> None:
+    def start_round(self, *, weight: float, gather: dict[str, Any], timeout: float | None = None) -> None:
         """Snapshot the parameters and start averaging them with a group (returns at once)."""
         assert self._control is None, "one round at a time"
         with torch.no_grad():
@@ -134,7 +134,7 @@ class OverlappedAveraging:
                     target.copy_(source)
         self._started = time.perf_counter()
         self._control = self.averager.step(
-            weight=max(float(weight), 1e-6), gather=gather, timeout=self.timeout, wait=False
+            weight=max(float(weight), 1e-6), gather=gather, timeout=timeout or self.timeout, wait=False
         )
 
     def poll(self) -> RoundOutcome | None:

@@ -31,6 +31,7 @@ from agent.status import AlertLevel, StatusBoard
 from agent.swarm.averaging import ModelAverager, OverlappedAveraging, RoundOutcome, update_norm_outliers
 from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
 from agent.swarm.membership import SwarmDirectory, pool_evaluations
+from agent.swarm.policy import RoundPlan, RoundResult, StaticPolicy, SwarmPolicy
 from agent.swarm.rolling import RoundStats
 from agent.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from agent.training.datasets import load_dataset
@@ -76,6 +77,15 @@ class _Clock:
     train_start: float | None = None
     train_end: float | None = None
     target_reached_at: float | None = None
+
+
+def make_policy(config: RunConfig) -> SwarmPolicy:
+    """The network-aware policy when ``swarm.adaptive`` is on, else plain hivemind behaviour."""
+    if config.swarm.adaptive:
+        from agent.swarm.adaptive import AdaptivePolicy
+
+        return AdaptivePolicy(config)
+    return StaticPolicy(config)
 
 
 def pick_device() -> torch.device:
@@ -124,6 +134,10 @@ class AgentNode:
         self.resumed_from: dict[str, Any] | None = None
         self.first_eval: dict[str, Any] | None = None
         self.account: Any = None
+        self.policy: SwarmPolicy = make_policy(config)
+        self._local_steps = config.training.local_steps
+        self._group_bits: str | None = None
+        self._averager: ModelAverager | None = None
         self._evidence: Any = None
         self._domain: Any = None
 
@@ -250,10 +264,13 @@ class AgentNode:
                 outer_momentum=cfg.training.outer_momentum,
             )
             self._overlapped = overlapped
+            self._averager = averager
+            self.policy.start(dht=dht, peer_id=self.peer_id, board=self.board)
             self._train_loop(
                 model, trainer, overlapped, directory, test, test_slice, train_labels, test_labels
             )
             overlapped.cancel()
+            self.policy.stop()
             self._save(model, trainer)
             directory.withdraw()
         finally:
@@ -303,8 +320,8 @@ class AgentNode:
                 loss = result.loss
                 self.stats.add(grad_norm=result.grad_norm)
             self._apply_finished_round(overlapped, model)
-            if not overlapped.in_flight and self._steps_since_round >= cfg.training.local_steps:
-                self._start_round(overlapped, model)
+            if not overlapped.in_flight and self._steps_since_round >= self._local_steps:
+                self._start_round(overlapped, model, trainer)
             now = time.monotonic()
             rate_window.append((now, self.samples_total))
             rate_window = [item for item in rate_window if now - item[0] <= 10.0] or rate_window[-1:]
@@ -338,7 +355,28 @@ class AgentNode:
         log.info("stopping: %s", self.stop_reason)
 
     # ---- averaging rounds --------------------------------------------------------------------------
-    def _start_round(self, overlapped: OverlappedAveraging, model: torch.nn.Module) -> None:
+    def _apply_plan(self, plan: RoundPlan, trainer: LocalTrainer) -> None:
+        if plan.batch_size != trainer.batch_size or plan.local_steps != self._local_steps:
+            log.info(
+                "local work: batch %d -> %d, steps %d -> %d (%s)",
+                trainer.batch_size,
+                plan.batch_size,
+                self._local_steps,
+                plan.local_steps,
+                plan.reason or "policy",
+            )
+            trainer.batch_size = plan.batch_size  # takes effect from the next batch: the current one is done
+            self._local_steps = plan.local_steps
+            self.board.update(local_batch_size=plan.batch_size, local_steps=plan.local_steps)
+        if plan.group_bits is not None and plan.group_bits != self._group_bits and self._averager is not None:
+            self._averager.set_group_bits(plan.group_bits, wait=False)
+            self._group_bits = plan.group_bits
+
+    def _start_round(
+        self, overlapped: OverlappedAveraging, model: torch.nn.Module, trainer: LocalTrainer
+    ) -> None:
+        plan = self.policy.plan_round(self.round)
+        self._apply_plan(plan, trainer)
         current = [p.detach().cpu() for p in model.parameters()]
         update_norm = math.sqrt(
             sum(
@@ -353,8 +391,13 @@ class AgentNode:
             "compute_s": round(self._compute_since_round, 4),
             "update_norm": update_norm,
         }
+        gather.update(self.policy.gather_extras())
         self._round_meta = dict(gather, started=time.monotonic())
-        overlapped.start_round(weight=self._samples_since_round, gather=gather)
+        overlapped.start_round(
+            weight=self._samples_since_round * plan.weight_scale,
+            gather=gather,
+            timeout=plan.matchmaking_timeout,
+        )
         self.board.update(status=NodeStatus.AVERAGING)
         self._samples_since_round = 0
         self._compute_since_round = 0.0
@@ -367,6 +410,17 @@ class AgentNode:
         self._round_applied = outcome.success
         self._last_params = [p.detach().cpu().clone() for p in model.parameters()]
         self._record_round(outcome)
+        self.policy.on_round_finished(
+            RoundResult(
+                success=outcome.success,
+                members=outcome.members,
+                round_seconds=outcome.seconds,
+                compute_seconds=float(self._round_meta.get("compute_s", 0.0)),
+                samples=int(self._round_meta.get("samples", 0)),
+                error=outcome.error or outcome.rejected_reason,
+                gathered=outcome.gathered,
+            )
+        )
         self.board.update(status=NodeStatus.PAUSED if self._paused.is_set() else NodeStatus.TRAINING)
 
     def _unlock_wallet(self) -> None:
@@ -707,9 +761,22 @@ class AgentNode:
             "swarm_eval": self.swarm_eval,
             "clock": asdict(self.clock),
             "round_stats": self.stats.as_dict(),
-            "rss_mb": _tree_memory_mb(),
+            "rss_mb": self._memory_mb(),
+            "policy": type(self.policy).__name__,
+            "decision_seconds": self.policy.decision_seconds(),
             "pid": os.getpid(),
         }
+
+    def _memory_mb(self) -> float:
+        """PSS of this agent's process tree, sampled at most every 10 s (reading smaps is not free)."""
+        now = time.monotonic()
+        if now - self._memory_at >= 10.0 or self._memory_value is None:
+            self._memory_value = _tree_memory_mb()
+            self._memory_at = now
+        return self._memory_value
+
+    _memory_at = 0.0
+    _memory_value: float | None = None
 
     def _write_status(self, final: bool = False) -> None:
         data = self.summary() | {"final": final, "written_at": time.time()}
