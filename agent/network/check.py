@@ -318,16 +318,20 @@ async def _ping_worker(
         writer.close()
 
 
-def connections_for(plan: LinkPlan, messages: int) -> int:
-    """Parallel connections so that ``messages`` round trips take about ``TARGET_PHASE_S`` seconds."""
+def connections_for(plan: LinkPlan, messages: int, target_s: float = TARGET_PHASE_S) -> int:
+    """Parallel connections so that ``messages`` round trips take about ``target_s`` seconds."""
     profile = plan.profile
     expected_s = (sum(profile.rtt_ms) / 2 + (1 - (1 - profile.loss) ** 2) * profile.rto_ms) / 1000.0 + 0.001
-    return max(1, min(MAX_CONNECTIONS_PER_LINK, math.ceil(messages * expected_s / TARGET_PHASE_S)))
+    return max(1, min(MAX_CONNECTIONS_PER_LINK, math.ceil(messages * expected_s / target_s)))
 
 
-async def measure_round_trips(plan: LinkPlan, addressing: list[AgentAddressing], messages: int) -> RoundTripSamples:
+async def measure_round_trips(
+    plan: LinkPlan, addressing: list[AgentAddressing], messages: int, target_s: float = TARGET_PHASE_S
+) -> RoundTripSamples:
+    """``messages`` round trips of one-segment messages over ``plan``'s link, spread over parallel
+    connections so they take about ``target_s``; RTTs of unstalled ones, and the drop count."""
     samples = RoundTripSamples(rtts_ms=[])
-    workers = connections_for(plan, messages)
+    workers = connections_for(plan, messages, target_s)
     share = [messages // workers + (1 if k < messages % workers else 0) for k in range(workers)]
     source = addressing[plan.dialer].listen_host
     target = addressing[plan.listener]
@@ -376,7 +380,9 @@ async def run_check(
         async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
             servers = await serve_all(shaper.addressing, echo_handler)
             try:
-                samples = await asyncio.gather(*(measure_round_trips(p, shaper.addressing, messages) for p in plans))
+                samples = await asyncio.gather(
+                    *(measure_round_trips(p, shaper.addressing, messages) for p in plans)
+                )
             finally:
                 for server in servers:
                     server.close()
@@ -390,9 +396,7 @@ async def run_check(
 
                 async def one(plan: LinkPlan) -> None:
                     async with limit:
-                        rates[(plan.dialer, plan.listener)] = await measure_bandwidth(
-                            plan, shaper.addressing
-                        )
+                        rates[(plan.dialer, plan.listener)] = await measure_bandwidth(plan, shaper.addressing)
 
                 try:
                     await asyncio.gather(*(one(plan) for plan in capped))
