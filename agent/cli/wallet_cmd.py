@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agent.chain.claiming import connect, format_amount, reward_statuses, run_rewards, send_claims
 from agent.chain.networks import ChainConfig
 from agent.chain.wallet import (
     DEFAULT_SCRYPT_N,
@@ -38,9 +38,7 @@ from agent.protocol.config import load_run_config
 if TYPE_CHECKING:  # web3 is imported lazily: `hypergpu --help` should not pay for it
     from eth_account.signers.local import LocalAccount
 
-    from agent.chain.attestation import Attestation
     from agent.chain.client import ChainClient
-    from agent.chain.proofs import RewardProof
 
 wallet_app = typer.Typer(help="Create, import and show the agent's wallet.", no_args_is_help=True)
 
@@ -64,13 +62,6 @@ CLI_RPC_RETRIES = 2  # a person is waiting: fail within seconds, not after the a
 
 def _console() -> Console:
     return Console(highlight=False)
-
-
-def format_amount(wei: int, currency: str) -> str:
-    """``wei`` in whole units with every significant decimal, e.g. ``1.5 MON`` (exact, no float)."""
-    units = (Decimal(wei) / Decimal(10**18)).normalize()
-    text = f"{units:f}"
-    return f"{text} {currency}"
 
 
 # ---- wallet ------------------------------------------------------------------------------------------
@@ -155,41 +146,8 @@ def _chain_config(
 
 
 def _client(chain: ChainConfig, account: LocalAccount | None) -> ChainClient:
-    from agent.chain.client import ChainClient
-
-    client = ChainClient.from_config(chain, account)
-    client.rpc_retries = min(client.rpc_retries, CLI_RPC_RETRIES)
-    _ = client.chain_id  # refuses an RPC that serves another chain than chain.network before any read
-    return client
-
-
-@dataclass(frozen=True)
-class RunRewards:
-    """One run's rewards for one account, as the chain and the coordinator agree on them (wei)."""
-
-    run_id: str
-    epoch: int
-    earned: int
-    claimed: int
-    root_on_chain: bool
-
-    @property
-    def pending(self) -> int:
-        """What a claim would pay now: earned (per the on-chain root) minus already claimed."""
-        return max(self.earned - self.claimed, 0) if self.root_on_chain else 0
-
-
-def _rewards(attestation: Attestation, proofs: list[RewardProof], account: str) -> list[RunRewards]:
-    from agent.chain.attestation import as_bytes32
-
-    rows = []
-    for proof in proofs:
-        run_hash = as_bytes32(proof.run_id_hash)
-        state = attestation.epoch_state(run_hash)
-        claimed = attestation.claimed_amount(run_hash, account)
-        on_chain = "0x" + state.rewards_root.hex() == proof.root
-        rows.append(RunRewards(proof.run_id, proof.epoch, proof.cumulative_amount, claimed, on_chain))
-    return rows
+    # a person is waiting: fail within seconds; refuses an RPC that serves another chain before any read
+    return connect(chain, account, rpc_retries=CLI_RPC_RETRIES)
 
 
 @dataclass(frozen=True)
@@ -238,7 +196,7 @@ def rewards(
     table = Table(title=f"rewards of {context.address}")
     for column in ("run", "epoch", "earned", "claimed", "pending"):
         table.add_column(column, justify="left" if column == "run" else "right")
-    for row in _rewards(attestation, proofs, context.address):
+    for row in run_rewards(attestation, proofs, context.address):
         pending = format_amount(row.pending, currency) + (
             "" if row.root_on_chain else " (root not on chain yet)"
         )
@@ -265,22 +223,16 @@ def claim(
 
     Sends nothing when nothing is pending.
     """
-    from agent.chain.attestation import Attestation, as_bytes32
-    from agent.chain.deploy import attestation_address
-    from agent.chain.proofs import fetch_proofs
-
     context = _load_context(config, network, rpc_url, coordinator, keystore)
-    proofs = fetch_proofs(context.chain.coordinator_url, context.address, run)
+    statuses = reward_statuses(context.chain, context.address, run, rpc_retries=CLI_RPC_RETRIES)
     console = _console()
-    if not proofs:
+    if not statuses:
         where = f"run {run}" if run else "any run"
         console.print(f"nothing to claim: {context.address} has no rewards in {where} yet")
         return
-    reader = Attestation(_client(context.chain, None), attestation_address(context.chain))
-    rows = _rewards(reader, proofs, context.address)
     currency = context.chain.network_info.currency
-    claimable = [(proof, row) for proof, row in zip(proofs, rows, strict=True) if row.pending > 0]
-    for row in rows:
+    for status in statuses:
+        row = status.rewards
         if not row.root_on_chain:
             console.print(
                 f"run {row.run_id}: the coordinator's epoch {row.epoch} root is not on chain yet; "
@@ -291,18 +243,13 @@ def claim(
                 f"run {row.run_id}: nothing to claim "
                 f"({format_amount(row.claimed, currency)} earned, all claimed)"
             )
-    if not claimable:
+    if not any(status.rewards.pending > 0 for status in statuses):
         return
     account = unlock_wallet(keystore_path(keystore), read_password(password_file))
-    attestation = Attestation(_client(context.chain, account), reader.address)
-    for proof, row in claimable:
-        call = attestation.claim_call(
-            as_bytes32(proof.run_id_hash), context.address, proof.cumulative_amount, proof.proof
+    for receipt in send_claims(context.chain, account, statuses, rpc_retries=CLI_RPC_RETRIES):
+        console.print(
+            f"run {receipt.run_id}: claimed [bold]{format_amount(receipt.amount_wei, currency)}[/bold]"
         )
-        result = attestation.send(call)
-        paid = attestation.claimed_in(result)
-        console.print(f"run {row.run_id}: claimed [bold]{format_amount(paid, currency)}[/bold]")
-        console.print(f"  tx {result.tx_hash}")
-        link = attestation.client.explorer_link(result.tx_hash)
-        if link:
-            console.print(f"  {link}")
+        console.print(f"  tx {receipt.tx_hash}")
+        if receipt.explorer_link:
+            console.print(f"  {receipt.explorer_link}")
