@@ -81,7 +81,7 @@ def check(
     if count < 2:
         raise ConfigError("--agents must be at least 2 to have a link to measure")
     console = Console()
-    raise_priority(-10)  # the client side's wake-ups count in every round trip too
+    raise_priority("realtime")  # the client side's wake-ups count in every round trip too
     use_fast_loop()
     started = time.perf_counter()
     results = asyncio.run(
@@ -113,10 +113,10 @@ def serve(
     ),
     control: str = typer.Option("-", "--control", help="'-' = stdin, a file to follow, or 'none'"),
     stats_file: Path | None = typer.Option(None, "--stats-file", help="rewrite pair stats JSON here"),
-    nice: int = typer.Option(-10, "--nice", help="process priority to ask for (0 = leave as is)"),
+    priority: str = typer.Option("realtime", "--priority", help="realtime, nice or normal (best effort)"),
 ) -> None:
     """Run the shaper for a launcher (same as ``python -m agent.network.shaper``)."""
-    raise_priority(nice)
+    raise_priority(priority)
     use_fast_loop()
     asyncio.run(run_shaper(scenario, agents, ports_file, base_port, control, stats_file))
 

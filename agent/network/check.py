@@ -277,45 +277,68 @@ async def _connect(source: str, target: AgentAddressing) -> tuple[asyncio.Stream
     return await asyncio.open_connection(target.announce_host, target.announce_port, local_addr=(source, 0))
 
 
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _open_warm(source: str, target: AgentAddressing, timeout_s: float) -> Connection | None:
+    """A connection past its first exchange (which pays the TCP handshake); ``None`` if that failed."""
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(_connect(source, target), timeout_s)
+        writer.write(bytes(MESSAGE_BYTES))
+        await asyncio.wait_for(reader.readexactly(MESSAGE_BYTES), timeout_s)
+        return reader, writer
+    except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError):
+        if writer is not None:
+            writer.transport.abort()
+        return None
+
+
 async def _ping_worker(
-    plan: LinkPlan, source: str, target: AgentAddressing, count: int, samples: RoundTripSamples
+    plan: LinkPlan,
+    source: str,
+    target: AgentAddressing,
+    count: int,
+    samples: RoundTripSamples,
+    barrier: asyncio.Barrier | None,
 ) -> None:
-    """``count`` sequential round trips on one connection (a fresh one after each reset or time-out)."""
+    """``count`` sequential round trips on one connection (a fresh one after each reset or time-out).
+
+    The first connection is opened and warmed up before ``barrier``, so that the burst of connection
+    set-ups of a whole check does not land in anyone's samples. A message that is reset, times out,
+    or whose replacement connection cannot be opened counts as dropped.
+    """
     profile = plan.profile
     threshold_s = stall_threshold_ms(profile) / 1000.0
     timeout_s = profile.rtt_ms[1] / 1000.0 + 16 * profile.rto_ms / 1000.0
     message = bytes(MESSAGE_BYTES)
-    writer: asyncio.StreamWriter | None = None
-    reader: asyncio.StreamReader | None = None
-    done = 0
-    while done < count:
+    connection = await _open_warm(source, target, 2 * timeout_s)
+    if barrier is not None:
+        await barrier.wait()
+    for _ in range(count):
+        samples.messages += 1
+        if connection is None:
+            connection = await _open_warm(source, target, 2 * timeout_s)
+            if connection is None:
+                samples.drops += 1
+                continue
+        reader, writer = connection
         try:
-            if writer is None:
-                reader, writer = await _connect(source, target)
-                # the first exchange also pays the TCP handshake: warm-up, not a sample
-                writer.write(message)
-                await asyncio.wait_for(reader.readexactly(MESSAGE_BYTES), timeout_s * 2)
-            assert reader is not None
             started = time.perf_counter()
             writer.write(message)
             await asyncio.wait_for(reader.readexactly(MESSAGE_BYTES), timeout_s)
             elapsed = time.perf_counter() - started
-            done += 1
-            samples.messages += 1
-            if elapsed > threshold_s:
-                samples.drops += 1
-            else:
-                samples.rtts_ms.append(elapsed * 1000.0)
         except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError):
-            # a reset, a black hole or a warm-up lost: the message in flight (if any) dropped
-            if writer is not None:
-                done += 1
-                samples.messages += 1
-                samples.drops += 1
-                writer.transport.abort()
-            writer = reader = None
-    if writer is not None:
-        writer.close()
+            samples.drops += 1  # reset, or a black hole
+            writer.transport.abort()
+            connection = None
+            continue
+        if elapsed > threshold_s:
+            samples.drops += 1
+        else:
+            samples.rtts_ms.append(elapsed * 1000.0)
+    if connection is not None:
+        connection[1].close()
 
 
 def connections_for(plan: LinkPlan, messages: int, target_s: float = TARGET_PHASE_S) -> int:
@@ -326,16 +349,24 @@ def connections_for(plan: LinkPlan, messages: int, target_s: float = TARGET_PHAS
 
 
 async def measure_round_trips(
-    plan: LinkPlan, addressing: list[AgentAddressing], messages: int, target_s: float = TARGET_PHASE_S
+    plan: LinkPlan,
+    addressing: list[AgentAddressing],
+    messages: int,
+    target_s: float = TARGET_PHASE_S,
+    barrier: asyncio.Barrier | None = None,
 ) -> RoundTripSamples:
     """``messages`` round trips of one-segment messages over ``plan``'s link, spread over parallel
-    connections so they take about ``target_s``; RTTs of unstalled ones, and the drop count."""
+    connections so they take about ``target_s``; RTTs of unstalled ones, and the drop count.
+
+    With ``barrier`` (``connections_for`` parties per link), sampling starts once every link's
+    connections are open.
+    """
     samples = RoundTripSamples(rtts_ms=[])
     workers = connections_for(plan, messages, target_s)
     share = [messages // workers + (1 if k < messages % workers else 0) for k in range(workers)]
     source = addressing[plan.dialer].listen_host
     target = addressing[plan.listener]
-    await asyncio.gather(*(_ping_worker(plan, source, target, n, samples) for n in share if n))
+    await asyncio.gather(*(_ping_worker(plan, source, target, n, samples, barrier) for n in share))
     return samples
 
 
@@ -379,9 +410,13 @@ async def run_check(
         say(f"RTT and drops: {len(plans)} links x {messages} messages")
         async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
             servers = await serve_all(shaper.addressing, echo_handler)
+            barrier = asyncio.Barrier(sum(connections_for(plan, messages) for plan in plans))
             try:
                 samples = await asyncio.gather(
-                    *(measure_round_trips(p, shaper.addressing, messages) for p in plans)
+                    *(
+                        measure_round_trips(plan, shaper.addressing, messages, barrier=barrier)
+                        for plan in plans
+                    )
                 )
             finally:
                 for server in servers:

@@ -25,25 +25,27 @@ class WakeupCalibration:
     """How late the event loop wakes after a timed sleep, learned as it runs, so pipes can aim early.
 
     epoll (hence asyncio) rounds sleep timeouts up to whole milliseconds, and on a busy machine the
-    process waits for a core after waking: sleeps end 0.5 to several ms late, which would add up to
-    10-20% to a 10 ms link. Pipes sleep ``early_s`` less than asked and report how late they really
-    woke; the estimate is an exponential moving average of the lateness a zero-aim sleep would have had.
+    process waits for a core after waking: sleeps end 0.5 to several ms late, which would add 10-20% to
+    a 10 ms link. Pipes sleep ``early_s`` less than asked and report how late they really woke.
+    ``early_s`` tracks the *median* lateness a zero-aim sleep would have had (a stochastic quantile
+    estimate, steps of ``step_s``): the occasional very late wake-up under load must not pull every
+    other delivery early, as a mean would.
 
     Args:
-        weight: EWMA weight of each new observation.
-        max_early_s: never aim earlier than this (bounds the error when the load changes abruptly).
+        step_s: how far one observation moves the estimate, seconds.
+        max_early_s: never aim earlier than this.
     """
 
-    def __init__(self, weight: float = 0.05, max_early_s: float = 0.003) -> None:
-        self._weight = weight
+    def __init__(self, step_s: float = 0.00002, max_early_s: float = 0.003) -> None:
+        self._step = step_s
         self._max = max_early_s
         self.early_s = 0.0005
 
     def observe(self, lateness_s: float) -> None:
         """Record that a sleep aimed ``early_s`` early woke ``lateness_s`` after its target (< 0 = early)."""
         would_have_been = lateness_s + self.early_s
-        estimate = (1 - self._weight) * self.early_s + self._weight * would_have_been
-        self.early_s = min(self._max, max(0.0, estimate))
+        step = self._step if would_have_been > self.early_s else -self._step
+        self.early_s = min(self._max, max(0.0, self.early_s + step))
 
 
 class ConnectionResetByLink(Exception):
@@ -79,7 +81,7 @@ class ShapedPipe:
             pair, or ``None`` when unlimited. Its rate is refreshed from the profile per chunk.
         rng: this pipe's random generator (jitter and loss draws).
         clock_origin: loop time (s) at which the shaper started (event times are relative to it).
-        not_before: loop time (s) before which nothing is delivered (the TCP handshake's RTT).
+        not_before: loop time (s) before which nothing is sent: when this end's TCP handshake is done.
         max_in_flight_bytes: stop reading while this many bytes wait for delivery (back-pressure).
         changed: returns an awaitable that completes when link conditions next change.
         wakeup: the shaper's shared estimate of timer lateness.
@@ -106,7 +108,8 @@ class ShapedPipe:
         self._bucket = bucket
         self._rng = rng
         self._origin = clock_origin
-        self._last_delivery = not_before
+        self._send_not_before = not_before
+        self._last_delivery = 0.0
         self._max_in_flight = max_in_flight_bytes
         self._changed = changed
         self._wakeup = wakeup
@@ -130,13 +133,12 @@ class ShapedPipe:
             while self._in_flight >= self._max_in_flight:
                 self._space.clear()
                 await self._space.wait()
-            # The loop noticed these bytes about as late as it wakes from timers; count the link's
-            # delay from when they arrived, so the loop's scheduling delay is not added to the link.
-            now = loop.time() - self._wakeup.early_s
+            now = loop.time()
             profile = self._conditions.profile(self._sender, self._receiver)
             rtt_ms = self._conditions.rtt_ms(self._sender, self._receiver, now - self._origin)
             bucket = self._bucket()
-            crossed = now if bucket is None else bucket.reserve(len(data), now)
+            sent = max(now, self._send_not_before)  # nothing leaves before the handshake is done
+            crossed = sent if bucket is None else bucket.reserve(len(data), sent)
             delivery = crossed + one_way_delay_s(profile, rtt_ms, self._rng)
             loss = sample_loss(profile, len(data), self._rng)
             if loss.reset:

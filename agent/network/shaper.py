@@ -428,7 +428,7 @@ class ShapingLayer:
             receiver=listener,
             ends=PipeEnds(reader, up_writer),
             bucket=lambda: self._bucket(dialer, listener),
-            not_before=accepted_at + 1.5 * rtt_s,
+            not_before=accepted_at + rtt_s,
             **common,  # type: ignore[arg-type]
         )
         down = ShapedPipe(
@@ -436,7 +436,7 @@ class ShapingLayer:
             receiver=dialer,
             ends=PipeEnds(up_reader, writer),
             bucket=lambda: self._bucket(listener, dialer),
-            not_before=accepted_at + 2.0 * rtt_s,
+            not_before=accepted_at + 1.5 * rtt_s,
             **common,  # type: ignore[arg-type]
         )
         connection.pipes = [up, down]
