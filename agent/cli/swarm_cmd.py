@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 from rich.console import Console
@@ -51,6 +51,15 @@ def progress_line(point: ProgressPoint | None, agents: int) -> Text:
     )
 
 
+class SwarmHooks(Protocol):
+    """Called by :func:`run_local_swarm`: once every process is started, and once every agent has exited
+    (the bootstrap peer is still up then, so the run's DHT records can still be read)."""
+
+    def started(self, swarm: LocalSwarm) -> None: ...
+
+    def agents_done(self, swarm: LocalSwarm) -> None: ...
+
+
 def run_local_swarm(
     config: RunConfig,
     agents: int,
@@ -61,6 +70,7 @@ def run_local_swarm(
     console: Console | None = None,
     label: str = "swarm",
     plan_extras: dict[str, Any] | None = None,
+    hooks: SwarmHooks | None = None,
 ) -> dict[str, Any]:
     """Run a local swarm to its end and return the report (also written to ``run_dir/report.json``)."""
     console = console or Console(stderr=True)
@@ -73,6 +83,8 @@ def run_local_swarm(
         **(plan_extras or {}),
     )
     with LocalSwarm(plan) as swarm:
+        if hooks is not None:
+            hooks.started(swarm)
         if web_port_base is not None:
             for index in range(agents):
                 console.print(f"agent {index}: http://127.0.0.1:{web_port_base + index}/")
@@ -80,6 +92,8 @@ def run_local_swarm(
             progress_line(None, agents), console=console, refresh_per_second=4, transient=False
         ) as live:
             swarm.wait(on_tick=lambda point: live.update(progress_line(point, agents)))
+        if hooks is not None:
+            hooks.agents_done(swarm)
         swarm.stop_all()
     samples, samples_per_s = swarm.throughput()
     final = evaluate_checkpoints(run_dir, config)
@@ -152,6 +166,15 @@ def swarm(
     ] = None,
     web_port_base: Annotated[int | None, typer.Option(help="agent i serves its page on this + i")] = None,
     network: Annotated[str | None, typer.Option(help="network scenario: built-in name or TOML file")] = None,
+    attest: Annotated[
+        bool,
+        typer.Option("--attest", help="attest on chain: local anvil, contract, wallets, coordinator, claims"),
+    ] = False,
+    reward_pool: Annotated[
+        float, typer.Option(help="--attest: MON funded into the run's reward pool")
+    ] = 10.0,
+    epoch_reward: Annotated[float, typer.Option(help="--attest: MON paid out per epoch")] = 1.0,
+    epoch_length: Annotated[float, typer.Option(help="--attest: seconds per coordinator epoch")] = 10.0,
 ) -> None:
     """Start a bootstrap peer and N agents on this machine, train to the target, write report.json + plot."""
     setup_logging("WARNING", None)
@@ -169,6 +192,12 @@ def swarm(
     extras = _network_plan(network, agents, folder) if network else None
     console = Console(stderr=True)
     console.print(f"run folder: {folder}")
+    if attest:
+        from agent.swarm.attested import AttestOptions, run_attested_swarm
+
+        options = AttestOptions.from_mon(reward_pool, epoch_reward, epoch_length)
+        run_attested_swarm(cfg, agents, folder, max_seconds, options, console, web_port_base, extras)
+        return
     report = run_local_swarm(
         cfg,
         agents,
