@@ -195,6 +195,7 @@ class AgentNode:
         try:
             self.peer_id = dht.peer_id.to_base58()
             self._start_evidence(dht, device)
+            self._watch_rewards()
             self.visible_addresses = visible_maddrs(dht)
             log.info("joined the DHT as %s; peers can use %s", self.peer_id, self.visible_addresses[:1])
             self.board.update(peer_id=self.peer_id)
@@ -279,6 +280,8 @@ class AgentNode:
             if averager is not None:
                 _quietly(averager.shutdown)
             _quietly(dht.shutdown)
+            if self._rewards_watch is not None:
+                _quietly(self._rewards_watch.stop)
         return self.summary()
 
     def _train_loop(
@@ -422,6 +425,42 @@ class AgentNode:
             )
         )
         self.board.update(status=NodeStatus.PAUSED if self._paused.is_set() else NodeStatus.TRAINING)
+
+    # ---- rewards (the faces' claim button and rewards panel) ---------------------------------------
+    _rewards_watch: Any = None
+
+    def claim(self) -> str:
+        """Claim this agent's pending reward through the code behind ``hypergpu claim``; returns one line.
+
+        Raises :class:`UserFacingError` when there is no wallet or chain, or nothing is pending.
+        """
+        from agent.chain.claiming import claim_pending, format_amount, nothing_to_claim_reason
+        from agent.swarm.rewards_watch import chain_configured
+
+        chain = self.config.chain
+        if self.account is None:
+            raise UserFacingError("no wallet: start the agent with --keystore (hypergpu wallet new) to claim")
+        if not chain_configured(chain):
+            raise UserFacingError("no chain configured: set chain.attestation_address or deployment_file")
+        run_id = self.config.swarm.run_id
+        statuses, receipts = claim_pending(chain, self.account, run_id)
+        if self._rewards_watch is not None:
+            self._rewards_watch.refresh_soon()
+        currency = chain.network_info.currency
+        if not receipts:
+            raise UserFacingError(nothing_to_claim_reason(statuses, self.account.address, run_id, currency))
+        paid = format_amount(sum(r.amount_wei for r in receipts), currency)
+        where = receipts[0].explorer_link or receipts[0].tx_hash
+        return f"claimed {paid} in {where}"
+
+    def _watch_rewards(self) -> None:
+        """Keep ``board.rewards`` filled (a background thread) when this agent has a wallet and a chain."""
+        from agent.swarm.rewards_watch import RewardsWatcher, chain_configured
+
+        if self.account is not None and chain_configured(self.config.chain):
+            self._rewards_watch = RewardsWatcher(
+                self.config.chain, self.account.address, self.config.swarm.run_id, self.board
+            ).start()
 
     def _unlock_wallet(self) -> None:
         """Unlock the keystore, if one is configured, before anything slow (a wrong password fails fast)."""
