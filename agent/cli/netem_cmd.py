@@ -9,7 +9,6 @@ matrix and events without starting anything.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.errors import ConfigError
-from agent.network.check import LinkResult, run_check, stall_threshold_ms
+from agent.network.check import LinkCheckFailed, LinkResult, run_check, stall_threshold_ms
 from agent.network.conditions import NetworkConditions
 from agent.network.scenario import load_scenario
-from agent.network.serve import raise_priority, use_fast_loop
+from agent.network.serve import elevated_priority, raise_priority, run_fast
 from agent.network.serve import serve as run_shaper
 
 netem_app = typer.Typer(help="Emulated WAN links for local swarms (user-space netem).", no_args_is_help=True)
@@ -74,6 +73,9 @@ def check(
     agents: int | None = typer.Option(None, "--agents", help="number of agents (default: the scenario's)"),
     messages: int = typer.Option(1000, "--messages", min=10, max=100_000, help="round trips per link"),
     max_links: int = typer.Option(64, "--max-links", min=1, help="measure a seeded sample beyond this many"),
+    target_seconds: float = typer.Option(
+        10.0, "--target-seconds", min=0.5, help="spread each link's messages over about this long"
+    ),
 ) -> None:
     """Measure every emulated link: configured vs measured RTT, bandwidth and drop rate."""
     loaded = load_scenario(scenario)
@@ -81,12 +83,19 @@ def check(
     if count < 2:
         raise ConfigError("--agents must be at least 2 to have a link to measure")
     console = Console()
-    raise_priority("realtime")  # the client side's wake-ups count in every round trip too
-    use_fast_loop()
     started = time.perf_counter()
-    results = asyncio.run(
-        run_check(loaded, count, messages=messages, max_links=max_links, progress=lambda m: console.print(m))
-    )
+    # real-time only while measuring: the client side's wake-ups count in every round trip too
+    with elevated_priority("realtime"):
+        results = run_fast(
+            run_check(
+                loaded,
+                count,
+                messages=messages,
+                max_links=max_links,
+                target_s=target_seconds,
+                progress=lambda m: console.print(m),
+            )
+        )
     elapsed = time.perf_counter() - started
     console.print(results_table(results, f"netem check: {loaded.name}, {count} agents"))
     failed = [result for result in results if not result.ok]
@@ -96,10 +105,10 @@ def check(
         "(rtt_min + rtt_max + rto) / 2 or reset, against Binomial(n, 1 - (1 - loss)^2) at 99%."
     )
     if failed:
-        console.print(
-            f"[bold red]{len(failed)} of {len(results)} links off their configuration[/] ({elapsed:.0f} s)"
+        # an error, not typer.Exit: main() runs click with standalone_mode=False, which swallows Exit codes
+        raise LinkCheckFailed(
+            f"{len(failed)} of {len(results)} links off their configuration ({elapsed:.0f} s)"
         )
-        raise typer.Exit(1)
     console.print(f"[green]all {len(results)} links match their configuration[/green] ({elapsed:.0f} s)")
 
 
@@ -117,8 +126,7 @@ def serve(
 ) -> None:
     """Run the shaper for a launcher (same as ``python -m agent.network.shaper``)."""
     raise_priority(priority)
-    use_fast_loop()
-    asyncio.run(run_shaper(scenario, agents, ports_file, base_port, control, stats_file))
+    run_fast(run_shaper(scenario, agents, ports_file, base_port, control, stats_file))
 
 
 @netem_app.command("show")

@@ -59,6 +59,12 @@ class CheckError(UserFacingError):
     exit_code = 3
 
 
+class LinkCheckFailed(UserFacingError):
+    """Some links do not behave as configured (the table above the message says which)."""
+
+    exit_code = 1
+
+
 @dataclass(frozen=True)
 class LinkPlan:
     """One link to measure: ``dialer`` connects through ``listener``'s proxy."""
@@ -401,6 +407,7 @@ async def run_check(
     messages: int = 1000,
     max_links: int = 64,
     progress: Callable[[str], None] | None = None,
+    target_s: float = TARGET_PHASE_S,
 ) -> list[LinkResult]:
     """Measure the links of ``scenario`` (see the module docstring); one :class:`LinkResult` per link."""
     static = scenario.model_copy(update={"events": (), "random_events": None})
@@ -410,11 +417,11 @@ async def run_check(
         say(f"RTT and drops: {len(plans)} links x {messages} messages")
         async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
             servers = await serve_all(shaper.addressing, echo_handler)
-            barrier = asyncio.Barrier(sum(connections_for(plan, messages) for plan in plans))
+            barrier = asyncio.Barrier(sum(connections_for(plan, messages, target_s) for plan in plans))
             try:
                 samples = await asyncio.gather(
                     *(
-                        measure_round_trips(plan, shaper.addressing, messages, barrier=barrier)
+                        measure_round_trips(plan, shaper.addressing, messages, target_s, barrier)
                         for plan in plans
                     )
                 )
