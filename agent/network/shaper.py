@@ -12,10 +12,11 @@ so a connection from agent ``j`` arrives from ``127.0.0.(10+j)``: the proxy of a
 pair and applies ``link(j, i)`` to both directions. A source it does not know gets the scenario's
 ``default`` profile.
 
-Per connection: a new connection costs one RTT of handshake before its first byte is delivered; each
-direction is a :class:`agent.network.pipe.ShapedPipe` (delay queue, bandwidth via a token bucket per
-pair and direction, loss stalls and resets). Partitions hold bytes in flight until the heal (plus one
-RTO) and reset new connections; disconnects reset every connection of the agent and refuse new ones.
+Per connection: a new connection pays the TCP handshake (the dialer's first byte leaves one RTT after
+connect, so a first exchange takes two RTTs, as on a real link); each direction is a
+:class:`agent.network.pipe.ShapedPipe` (delay queue, bandwidth via a token bucket per pair and
+direction, loss stalls and resets). Partitions hold bytes in flight until the heal (plus one RTO) and
+reset new connections; disconnects reset every connection of the agent and refuse new ones.
 """
 
 from __future__ import annotations
