@@ -23,6 +23,7 @@ from agent.network.check import (
 from agent.network.events import DegradeEvent, DisconnectEvent, PartitionEvent
 from agent.network.profiles import LinkProfile
 from agent.network.scenario import Scenario
+from agent.network.serve import elevated_priority
 from agent.network.shaper import ShapingLayer
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,7 +47,10 @@ def run_with_shaper(
                 server.close()
             await asyncio.wait_for(shaper.stop(), 5)  # stopping never hangs, whatever is in flight
 
-    return asyncio.run(main())
+    # real-time while measuring (restored after), as the shaper process runs: other tests on 2 cores
+    # must not add their CPU time to the delays under test
+    with elevated_priority("realtime"):
+        return asyncio.run(main())
 
 
 async def connect(shaper: ShapingLayer, source: str, listener: int) -> tuple[asyncio.StreamReader, Any]:
