@@ -42,7 +42,12 @@ log = logging.getLogger("hypergpu")
 def main() -> None:
     """Entry point of the ``hypergpu`` console script."""
     try:
-        app(standalone_mode=False)
+        # typer turns Ctrl+C into Exit(130) and, outside standalone mode, returns that code
+        code = app(standalone_mode=False)
+        if code == 130:
+            typer.echo("stopped.", err=True)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserFacingError as error:
         log.debug("user-facing error", exc_info=True)
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)

@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -331,6 +330,7 @@ class AttestedRun:
         self.wallets = wallets
         self.password_file = password_file
         self.claims: list[AgentClaim] = []
+        self.claims_started_at: float | None = None
         self.claims_done_at: float | None = None
         self.options = options
         self.console = console
@@ -376,6 +376,7 @@ class AttestedRun:
                 "[yellow]the coordinator did not post the last epoch within "
                 f"{self.options.final_epoch_timeout_s:g} s; claiming what is on chain[/yellow]"
             )
+        self.claims_started_at = time.time()
         with self.console.status("claiming every agent's reward..."):
             self.claims = claim_for_agents(
                 self.config.chain, self.config.swarm.run_id, self.wallets, self.password_file
@@ -413,7 +414,7 @@ EPOCH_FIELDS = (
 @dataclass(frozen=True)
 class AgentClaim:
     """One agent's claim at the end of the run; amounts in wei. ``balance_ok``: the balance changed by
-    exactly the claimed amount minus the claim's fee."""
+    exactly the claimed amount minus the claim's fee. ``seconds``: proof fetch + claim tx + receipt."""
 
     index: int
     wallet: str
@@ -421,6 +422,7 @@ class AgentClaim:
     note: str
     balance_before: int
     balance_after: int
+    seconds: float
 
     @property
     def claimed_wei(self) -> int:
@@ -448,14 +450,16 @@ def claim_for_agents(
     for wallet in wallets:
         account = unlock_wallet(wallet.keystore, password)
         before = reader.balance(wallet.address)
+        started = time.perf_counter()
         statuses, receipts = claim_pending(chain, account, run_id)
+        seconds = time.perf_counter() - started
         after = reader.balance(wallet.address)
         note = (
             ""
             if receipts
             else nothing_to_claim_reason(statuses, wallet.address, run_id, chain.network_info.currency)
         )
-        claims.append(AgentClaim(wallet.index, wallet.address, tuple(receipts), note, before, after))
+        claims.append(AgentClaim(wallet.index, wallet.address, tuple(receipts), note, before, after, seconds))
     return claims
 
 
@@ -508,6 +512,7 @@ def attestation_section(setup: ChainSetup, options: AttestOptions, run: Attested
                 else [],
                 "claim_gas": sum(r.gas_used for r in claim.receipts) if claim else 0,
                 "claim_fee_wei": str(claim.fee_wei if claim else 0),
+                "claim_seconds": claim.seconds if claim else None,
                 "balance_before_wei": str(claim.balance_before if claim else 0),
                 "balance_after_wei": str(claim.balance_after if claim else 0),
                 "balance_change_is_reward_minus_fee": claim.balance_ok if claim else None,
@@ -535,13 +540,21 @@ def attestation_section(setup: ChainSetup, options: AttestOptions, run: Attested
     claim_gas = [a["claim_gas"] for a in agents if a["claim_gas"]]
     timing = None
     if last is not None:
+        claims_started_at = run.claims_started_at or claims_done_at
         timing = {
             "epoch": last["epoch"],
+            "closed_at": last["closed_at"],
+            "root_on_chain_at": last["posted_at"],
+            "claims_started_at": claims_started_at,
+            "claims_done_at": claims_done_at,
             "closed_to_root_on_chain_s": last["posted_at"] - last["closed_at"],
             "root_on_chain_to_claims_done_s": claims_done_at - last["posted_at"],
             "closed_to_claims_done_s": claims_done_at - last["closed_at"],
+            "claims_s": claims_done_at - claims_started_at,
+            "claim_s_max": max((a["claim_seconds"] or 0.0 for a in agents), default=0.0),
             "note": "claims start once every agent has stopped and the coordinator has checked its epoch "
-            "clock after that; root -> claims includes that wait",
+            "clock after that, so root -> claims done includes that wait; claims_s is the claims alone "
+            "(one agent after another: unlock, proof fetch, claim tx, receipt)",
         }
     return {
         "network": NetworkName.LOCAL.value,
@@ -577,10 +590,16 @@ def attestation_section(setup: ChainSetup, options: AttestOptions, run: Attested
 def attestation_table(section: dict[str, Any], currency: str) -> Table:
     """Per agent: wallet, rounds accepted, score, reward, claimed, claim tx (its explorer link if any)."""
     table = Table(title=f"attestation on chain {section['chain_id']} ({section['contract']})")
-    for column in ("agent", "wallet", "rounds", "score", "reward", "claimed", "claim tx"):
-        table.add_column(
-            column, justify="right" if column in ("rounds", "score", "reward", "claimed") else "left"
-        )
+    for column in (
+        "agent",
+        "wallet",
+        "rounds",
+        "score",
+        f"reward {currency}",
+        f"claimed {currency}",
+        "claim tx",
+    ):
+        table.add_column(column, justify="left" if column in ("agent", "wallet", "claim tx") else "right")
     for agent in section["agents"]:
         tx = (agent["explorer_links"] or agent["claim_txs"] or [agent["note"] or "-"])[0]
         table.add_row(
@@ -588,16 +607,16 @@ def attestation_table(section: dict[str, Any], currency: str) -> Table:
             agent["wallet"],
             str(agent["rounds_accepted"]),
             f"{agent['score']:.3f}",
-            short_amount(int(agent["reward_wei"]), currency),
-            short_amount(int(agent["claimed_wei"]), currency),
+            short_amount(int(agent["reward_wei"])),
+            short_amount(int(agent["claimed_wei"])),
             tx,
         )
     return table
 
 
-def short_amount(wei: int, currency: str) -> str:
+def short_amount(wei: int) -> str:
     """``wei`` in whole units to 6 decimals, for tables (report.json keeps the exact wei)."""
-    return f"{Decimal(wei) / WEI_PER_MON:.6f} {currency}"
+    return f"{Decimal(wei) / WEI_PER_MON:.6f}"
 
 
 def timing_line(section: dict[str, Any]) -> str:
@@ -605,11 +624,12 @@ def timing_line(section: dict[str, Any]) -> str:
     epochs = len(section["epochs"])
     if timing is None:
         return f"{epochs} epochs closed; none is on chain, so nothing could be claimed"
+    claims = len([a for a in section["agents"] if a["claim_txs"]])
     return (
         f"{epochs} epochs on chain; last epoch {timing['epoch']}: closed -> root on chain "
-        f"{timing['closed_to_root_on_chain_s']:.2f} s -> all claims done "
-        f"{timing['root_on_chain_to_claims_done_s']:.2f} s (closed -> claims done "
-        f"{timing['closed_to_claims_done_s']:.2f} s); gas: coordinator "
+        f"{timing['closed_to_root_on_chain_s']:.2f} s -> {claims} claims done "
+        f"{timing['root_on_chain_to_claims_done_s']:.2f} s later (the {claims} claims themselves "
+        f"{timing['claims_s']:.2f} s, the slowest {timing['claim_s_max']:.2f} s); gas: coordinator "
         f"{section['gas']['coordinator_total']:,} in all, one claim {section['gas']['claim_max']:,}"
     )
 
@@ -617,22 +637,139 @@ def timing_line(section: dict[str, Any]) -> str:
 # ---- the whole run -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl+C, so the ``finally`` blocks stop anvil, the coordinator and the agents."""
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread (a test runner's worker): nothing to install
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class AttestedSwarm:
+    """The whole attested run as a context manager: entering starts anvil, deploys, creates and funds the
+    run and the wallets; :meth:`run` trains, settles and claims; leaving stops the coordinator and anvil
+    (the agents and the bootstrap peer are stopped by :meth:`run` itself, on every way out).
+
+    Args:
+        config: the run configuration (its ``[chain]`` section is replaced by the local chain's).
+        agents: number of agent processes.
+        run_dir: the run folder (wallets/, chain/, coordinator/, agents/, report.json).
+        max_seconds: stop training after this long.
+        options: pool, epoch length, gas money, keystore cost.
+        console: progress and messages (stderr by default); ``out``: the result tables (stdout).
+        web_port_base, plan_extras: as for :func:`agent.cli.swarm_cmd.run_local_swarm`.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        agents: int,
+        run_dir: Path,
+        max_seconds: float,
+        options: AttestOptions,
+        console: Console | None = None,
+        out: Console | None = None,
+        web_port_base: int | None = None,
+        plan_extras: dict[str, Any] | None = None,
+    ) -> None:
+        self.base_config = config
+        self.agents = agents
+        self.run_dir = run_dir
+        self.max_seconds = max_seconds
+        self.options = options
+        self.console = console or Console(stderr=True)
+        self.out = out or Console()
+        self.web_port_base = web_port_base
+        self.plan_extras = dict(plan_extras or {})
+        self._stack = contextlib.ExitStack()
+        self.anvil: AnvilProcess | None = None
+        self.setup: ChainSetup | None = None
+        self.wallets: list[AgentWallet] = []
+        self.password_file: Path | None = None
+        self.config: RunConfig = config
+        self.attested: AttestedRun | None = None
+
+    def __enter__(self) -> AttestedSwarm:
+        try:
+            previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM unwinds like Ctrl+C
+            self._stack.callback(signal.signal, signal.SIGTERM, previous)
+        except ValueError:  # not the main thread: the caller handles signals
+            pass
+        try:
+            self._start_chain()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _start_chain(self) -> None:
+        from agent.chain.client import ChainClient
+
+        options, run_dir = self.options, self.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with self.console.status("starting anvil, deploying the contract, creating wallets..."):
+            self.anvil = self._stack.enter_context(
+                AnvilProcess(accounts=2, state_path=run_dir / "chain" / "anvil-state.json")
+            )
+            deployer_key = self.anvil.dev_keys[0]  # anvil's well-known test key: worthless off this chain
+            client = ChainClient(
+                self.anvil.rpc_url, deployer_key, expected_chain_id=self.anvil.chain_id, poll_interval=0.02
+            )
+            self.wallets, self.password_file = create_agent_wallets(
+                run_dir / "wallets", self.agents, options.scrypt_n
+            )
+            self.setup = prepare_chain(client, self.base_config, run_dir, self.wallets, options)
+        coordinator_port = free_port()
+        self.config = attested_config(self.base_config, self.setup, f"http://127.0.0.1:{coordinator_port}")
+        self.attested = AttestedRun(
+            self.config,
+            run_dir,
+            options,
+            deployer_key,
+            self.console,
+            self.wallets,
+            self.password_file,
+            coordinator_port,
+        )
+        self._stack.callback(self.attested.coordinator.stop)
+        currency = self.config.chain.network_info.currency
+        self.console.print(
+            f"chain: anvil {self.anvil.rpc_url}, contract {self.setup.contract}, run "
+            f"{self.config.swarm.run_id!r} funded with {format_amount(options.reward_pool_wei, currency)}; "
+            f"wallets in {run_dir / 'wallets'}"
+        )
+
+    def run(self) -> dict[str, Any]:
+        """Train, let the coordinator post the last epoch, claim for every agent; return the report
+        (also written to ``run_dir/report.json``, with its ``attestation`` section)."""
+        from agent.cli.swarm_cmd import run_local_swarm, summary_table
+
+        assert self.setup is not None and self.attested is not None and self.password_file is not None
+        extras = dict(self.plan_extras)
+        agent_args = {i: list(a) for i, a in extras.pop("agent_args", {}).items()}
+        for wallet in self.wallets:
+            agent_args.setdefault(wallet.index, []).extend(
+                ["--keystore", str(wallet.keystore), "--password-file", str(self.password_file)]
+            )
+        extras["agent_args"] = agent_args
+        report = run_local_swarm(
+            self.config,
+            self.agents,
+            run_dir=self.run_dir,
+            max_seconds=self.max_seconds,
+            web_port_base=self.web_port_base,
+            console=self.console,
+            label="swarm --attest",
+            plan_extras=extras,
+            hooks=self.attested,
+        )
+        self.out.print(summary_table(report))
+        section = attestation_section(self.setup, self.options, self.attested)
+        report["attestation"] = section
+        (self.run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
+        self.out.print(attestation_table(section, self.config.chain.network_info.currency))
+        self.console.print(timing_line(section))
+        self.console.print(f"wrote {self.run_dir / 'report.json'} and {self.run_dir / 'progress.png'}")
+        return report
 
 
 def run_attested_swarm(
@@ -646,60 +783,17 @@ def run_attested_swarm(
     plan_extras: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole attested demo (see the module docstring); return the report, also in report.json."""
-    from agent.chain.client import ChainClient
-    from agent.cli.swarm_cmd import run_local_swarm, summary_table
-
-    console = console or Console(stderr=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with _sigterm_as_interrupt(), contextlib.ExitStack() as stack:
-        with console.status("starting anvil, deploying the contract, creating wallets..."):
-            anvil = stack.enter_context(
-                AnvilProcess(accounts=2, state_path=run_dir / "chain" / "anvil-state.json")
-            )
-            deployer_key = anvil.dev_keys[0]  # anvil's well-known test key: worthless outside this chain
-            client = ChainClient(
-                anvil.rpc_url, deployer_key, expected_chain_id=anvil.chain_id, poll_interval=0.02
-            )
-            wallets, password_file = create_agent_wallets(run_dir / "wallets", agents, options.scrypt_n)
-            setup = prepare_chain(client, config, run_dir, wallets, options)
-        coordinator_port = free_port()
-        cfg = attested_config(config, setup, f"http://127.0.0.1:{coordinator_port}")
-        run = AttestedRun(
-            cfg, run_dir, options, deployer_key, console, wallets, password_file, coordinator_port
-        )
-        stack.callback(run.coordinator.stop)
-        setup_currency = cfg.chain.network_info.currency
-        console.print(
-            f"chain: anvil {anvil.rpc_url}, contract {setup.contract}, run {cfg.swarm.run_id!r} funded with "
-            f"{format_amount(options.reward_pool_wei, setup_currency)}; wallets in {run_dir / 'wallets'}"
-        )
-        extras = dict(plan_extras or {})
-        agent_args = {i: list(a) for i, a in extras.pop("agent_args", {}).items()}
-        for wallet in wallets:
-            agent_args.setdefault(wallet.index, []).extend(
-                ["--keystore", str(wallet.keystore), "--password-file", str(password_file)]
-            )
-        extras["agent_args"] = agent_args
-        report = run_local_swarm(
-            cfg,
-            agents,
-            run_dir=run_dir,
-            max_seconds=max_seconds,
-            web_port_base=web_port_base,
-            console=console,
-            label="swarm --attest",
-            plan_extras=extras,
-            hooks=run,
-        )
-        Console().print(summary_table(report))
-        section = attestation_section(setup, options, run)
-        report["attestation"] = section
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
-        currency = cfg.chain.network_info.currency
-        Console().print(attestation_table(section, currency))
-        console.print(timing_line(section))
-        console.print(f"wrote {run_dir / 'report.json'} and {run_dir / 'progress.png'}")
-        return report
+    with AttestedSwarm(
+        config,
+        agents,
+        run_dir,
+        max_seconds,
+        options,
+        console=console,
+        web_port_base=web_port_base,
+        plan_extras=plan_extras,
+    ) as attested:
+        return attested.run()
 
 
 def _json_default(value: Any) -> Any:

@@ -60,6 +60,8 @@ class RewardsWatcher:
         self._reader: Attestation | None = None
 
     def start(self) -> RewardsWatcher:
+        # httpx logs every request at INFO: one line per poll would drown the agent's own log
+        logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
         self.board.update(
             rewards=RewardsView(configured=True, note="waiting for the coordinator's first epoch")
         )
