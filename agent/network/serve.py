@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -108,9 +109,20 @@ def handle_command(shaper: ShapingLayer, line: str) -> bool:
 
 
 async def _read_stdin(shaper: ShapingLayer, stop: asyncio.Event) -> None:
+    # A daemon thread reads stdin: a blocking read in the loop's default executor would keep the
+    # process alive after SIGTERM (asyncio.run waits for executor threads), and connect_read_pipe
+    # refuses regular files.
     loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def pump() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, "")
+
+    threading.Thread(target=pump, name="netem-control", daemon=True).start()
     while not stop.is_set():
-        line = await loop.run_in_executor(None, sys.stdin.readline)
+        line = await lines.get()
         if not line or not handle_command(shaper, line):  # "" = end of stdin: the launcher is gone
             stop.set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -58,6 +59,18 @@ def test_process_writes_addressing_and_obeys_control_commands(tmp_path: Path) ->
         process.stdin.close()  # end of stdin = the launcher is gone: the shaper must exit
         assert process.wait(timeout=10) == 0
     assert json.loads(stats_file.read_text()) == []
+
+
+def test_sigterm_stops_it_while_stdin_stays_open(tmp_path: Path) -> None:
+    process = start("--scenario", "perfect", "--agents", "2", "--ports-file", str(tmp_path / "p.json"))
+    try:
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["ready"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
 
 
 def test_stop_command_and_scenario_errors(tmp_path: Path) -> None:
