@@ -3,10 +3,14 @@ hivemind, ``hypergpu-coordinator run`` posting epochs, and every agent claiming 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -145,3 +149,48 @@ def test_attested_swarm_trains_posts_epochs_and_every_agent_claims_exactly_its_r
     assert "closed -> root on chain" in messages.getvalue()
     timing = next(line for line in messages.getvalue().splitlines() if "closed -> root on chain" in line)
     print(f"\nattested 3-agent run: {elapsed:.1f} s; {timing}")
+
+
+def test_ctrl_c_stops_anvil_the_coordinator_and_every_agent(tmp_path: Path) -> None:
+    """``hypergpu swarm --attest`` interrupted while agents train: exit 130, no process of the run left."""
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "agent.cli.main", "swarm", "--agents", "2", "--attest"]
+    command += ["--data-dir", str(MNIST.resolve()), "--target-accuracy", "0.995", "--epoch-length", "5"]
+    command += ["--max-seconds", "120", "--run-dir", str(run_dir)]
+    main = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        # a shell's Ctrl+C: SIGINT at its default disposition (a test runner may have it ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+    def run_processes() -> list[psutil.Process]:
+        found = []
+        for process in psutil.process_iter(["cmdline"]):
+            with contextlib.suppress(psutil.Error):
+                if process.pid != main.pid and str(run_dir) in " ".join(process.info["cmdline"] or []):
+                    found.append(process)
+        return found
+
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and main.poll() is None:
+            names = " ".join(" ".join(p.info["cmdline"] or []) for p in run_processes())
+            statuses = list((run_dir / "agents").glob("*/status.json"))
+            if "coordinator_lite" in names and "anvil" in names and len(statuses) == 2:
+                break
+            time.sleep(0.5)
+        assert main.poll() is None, main.stderr.read().decode() if main.stderr else ""
+        assert len(run_processes()) >= 5  # anvil, coordinator, bootstrap, 2 agents (and their helpers)
+        main.send_signal(signal.SIGINT)
+        assert main.wait(timeout=60) == 130
+        assert "stopped." in (main.stderr.read().decode() if main.stderr else "")
+        time.sleep(0.5)
+        assert [p.info["cmdline"] for p in run_processes()] == []
+    finally:
+        if main.poll() is None:
+            main.kill()
+        for process in run_processes():
+            with contextlib.suppress(psutil.Error):
+                process.kill()
