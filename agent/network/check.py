@@ -26,7 +26,6 @@ import math
 import random
 import statistics
 import struct
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from scipy.stats import binom
 
 from agent.errors import UserFacingError
 from agent.network.conditions import NetworkConditions
+from agent.network.process import ShaperProcess
 from agent.network.profiles import LinkProfile
 from agent.network.scenario import Scenario
 from agent.network.shaper import AgentAddressing
@@ -50,13 +50,6 @@ TARGET_PHASE_S = 10.0
 MAX_CONNECTIONS_PER_LINK = 32
 BANDWIDTH_SECONDS = 2.0
 BANDWIDTH_CONCURRENCY = 6
-SHAPER_START_TIMEOUT_S = 30.0
-
-
-class CheckError(UserFacingError):
-    """The check could not run (the shaper process did not start, addresses would not bind)."""
-
-    exit_code = 3
 
 
 class LinkCheckFailed(UserFacingError):
@@ -160,70 +153,6 @@ def plan_links(scenario: Scenario, agent_count: int, max_links: int, seed: int =
         configured = None if profile.is_varying else conditions.base_rtt_ms(dialer, listener)
         plans.append(LinkPlan(dialer, listener, profile, configured))
     return plans
-
-
-# ---- the shaper process ---------------------------------------------------------------------------------
-class ShaperProcess:
-    """``python -m agent.network.shaper`` as a child process, stopped by closing its stdin."""
-
-    def __init__(self, scenario: Scenario, agent_count: int, workdir: Path) -> None:
-        self._scenario_file = workdir / f"{scenario.name}-{id(self)}.json"
-        self._scenario_file.write_text(scenario.model_dump_json())
-        self._ports_file = workdir / f"ports-{id(self)}.json"
-        self._agent_count = agent_count
-        self._log_file = workdir / f"shaper-{id(self)}.log"
-        self._process: asyncio.subprocess.Process | None = None
-        self.addressing: list[AgentAddressing] = []
-        self._stderr_tail = ""
-
-    async def __aenter__(self) -> ShaperProcess:
-        log_handle = self._log_file.open("wb")
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent.network.shaper",
-            "--scenario",
-            str(self._scenario_file),
-            "--agents",
-            str(self._agent_count),
-            "--ports-file",
-            str(self._ports_file),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            # a file, not a pipe: an unread pipe that fills up would block the shaper's event loop
-            stderr=log_handle,
-        )
-        log_handle.close()  # the child holds its own copy
-        assert self._process.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), SHAPER_START_TIMEOUT_S)
-        except TimeoutError:
-            line = b""
-        if not line.startswith(b'{"ready": true'):
-            await self._terminate()
-            raise CheckError(f"the shaper process did not start: {self._stderr_tail or 'no output'}")
-        table = json.loads(self._ports_file.read_text())
-        self.addressing = [
-            AgentAddressing.model_validate({key: entry[key] for key in AgentAddressing.model_fields})
-            for entry in table["agents"]
-        ]
-        return self
-
-    async def _terminate(self) -> None:
-        process = self._process
-        if process is None or process.returncode is not None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 5.0)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-        self._stderr_tail = self._log_file.read_text(errors="replace").strip()[-500:]
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._terminate()
 
 
 # ---- servers behind the proxies -----------------------------------------------------------------------
@@ -415,15 +344,13 @@ async def run_check(
     say = progress or (lambda _message: None)
     with tempfile.TemporaryDirectory(prefix="hypergpu-netem-") as workdir:
         say(f"RTT and drops: {len(plans)} links x {messages} messages")
-        async with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
-            servers = await serve_all(shaper.addressing, echo_handler)
+        with ShaperProcess(static, agent_count, Path(workdir)) as shaper:
+            addressing = shaper.addressing_table()
+            servers = await serve_all(addressing, echo_handler)
             barrier = asyncio.Barrier(sum(connections_for(plan, messages, target_s) for plan in plans))
             try:
                 samples = await asyncio.gather(
-                    *(
-                        measure_round_trips(plan, shaper.addressing, messages, target_s, barrier)
-                        for plan in plans
-                    )
+                    *(measure_round_trips(plan, addressing, messages, target_s, barrier) for plan in plans)
                 )
             finally:
                 for server in servers:
@@ -432,13 +359,14 @@ async def run_check(
         rates: dict[tuple[int, int], float | None] = {}
         if capped:
             say(f"bandwidth: {len(capped)} capped links, loss off")
-            async with ShaperProcess(static.without_loss(), agent_count, Path(workdir)) as shaper:
-                servers = await serve_all(shaper.addressing, sink_handler)
+            with ShaperProcess(static.without_loss(), agent_count, Path(workdir)) as shaper:
+                addressing = shaper.addressing_table()
+                servers = await serve_all(addressing, sink_handler)
                 limit = asyncio.Semaphore(BANDWIDTH_CONCURRENCY)
 
                 async def one(plan: LinkPlan) -> None:
                     async with limit:
-                        rates[(plan.dialer, plan.listener)] = await measure_bandwidth(plan, shaper.addressing)
+                        rates[(plan.dialer, plan.listener)] = await measure_bandwidth(plan, addressing)
 
                 try:
                     await asyncio.gather(*(one(plan) for plan in capped))
