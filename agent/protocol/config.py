@@ -56,7 +56,7 @@ class TrainingConfig(_Section):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=64, ge=1, le=8192, description="local batch size, samples")
-    local_steps: int = Field(default=16, ge=1, le=10_000, description="optimizer steps between rounds (H)")
+    local_steps: int = Field(default=32, ge=1, le=10_000, description="optimizer steps between rounds (H)")
     target_accuracy: float = Field(default=0.98, gt=0, le=1, description="stop when test accuracy >= this")
     epochs: float = Field(default=20, gt=0, description="stop after this many passes over the shard")
     grad_clip_norm: float | None = Field(default=5.0, gt=0, description="clip gradients to this L2 norm")
@@ -64,7 +64,7 @@ class TrainingConfig(_Section):
     outer_lr: float = Field(
         default=1.0, gt=0, le=10, description="outer (swarm) step size; 1 = plain averaging"
     )
-    outer_momentum: float = Field(default=0.5, ge=0, lt=1, description="Nesterov momentum of the outer step")
+    outer_momentum: float = Field(default=0.0, ge=0, lt=1, description="Nesterov momentum of the outer step")
     eval_interval_s: float = Field(
         default=2.0, gt=0, le=3600, description="seconds between test-slice evaluations"
     )

@@ -1,9 +1,10 @@
-"""Who is in the run, and how well the swarm's model does: small records in the hivemind DHT.
+"""Who is in the run, and how well the swarm's model does: one small record per agent in the hivemind DHT.
 
-Keys (all under the run id): ``{run}_members`` (subkey = peer id) holds each live agent's card,
-refreshed well before it expires, so a killed agent drops out after ``ttl`` seconds; ``{run}_eval``
-holds each agent's latest evaluation on its slice of the test set; ``{run}_done`` is set once the
-swarm has reached its target.
+Key ``{run}_members``, subkey = peer id: each live agent's card, holding its round, sample count, device,
+its latest evaluation on its slice of the test set, and whether it saw the swarm reach the target. The
+card is refreshed well before it expires, so a killed agent drops out after ``ttl`` seconds. One
+``store`` and one ``get`` per tick keep the monitoring traffic small. An agent that leaves replaces its
+card with a short-lived "left" card, so a "target reached" flag outlives the agent that raised it.
 """
 
 from __future__ import annotations
@@ -19,25 +20,62 @@ log = logging.getLogger("hypergpu.membership")
 
 
 @dataclass(frozen=True)
-class MemberCard:
-    """What an agent tells the swarm about itself."""
-
-    peer_id: str
-    round: int
-    samples: int
-    device: str
-    wallet: str | None = None
-
-
-@dataclass(frozen=True)
 class EvalRecord:
-    """An agent's evaluation of its current model on its slice of the test set, at DHT time ``at``."""
+    """An agent's evaluation of the agreed model on its slice of the test set, at DHT time ``at``."""
 
     peer_id: str
     correct: int
     total: int
     loss_sum: float
     at: float
+
+
+@dataclass(frozen=True)
+class MemberCard:
+    """What an agent tells the swarm about itself. ``done`` is the accuracy at which it saw the target."""
+
+    peer_id: str
+    round: int
+    samples: int
+    device: str
+    wallet: str | None = None
+    evaluation: EvalRecord | None = None
+    done: float | None = None
+    left: bool = False
+
+    def to_value(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "round": self.round,
+            "samples": self.samples,
+            "device": self.device,
+            "wallet": self.wallet,
+            "done": self.done,
+            "left": self.left,
+        }
+        if self.evaluation is not None:
+            e = self.evaluation
+            value["eval"] = [e.correct, e.total, e.loss_sum, e.at]
+        return value
+
+    @classmethod
+    def from_value(cls, peer_id: str, value: dict[str, Any]) -> MemberCard:
+        raw_eval = value.get("eval")
+        evaluation = None
+        if isinstance(raw_eval, list | tuple) and len(raw_eval) == 4:
+            evaluation = EvalRecord(
+                peer_id, int(raw_eval[0]), int(raw_eval[1]), float(raw_eval[2]), float(raw_eval[3])
+            )
+        done = value.get("done")
+        return cls(
+            peer_id=peer_id,
+            round=int(value.get("round", 0)),
+            samples=int(value.get("samples", 0)),
+            device=str(value.get("device", "?")),
+            wallet=value.get("wallet"),
+            evaluation=evaluation,
+            done=float(done) if done is not None else None,
+            left=bool(value.get("left", False)),
+        )
 
 
 @dataclass(frozen=True)
@@ -51,25 +89,14 @@ class SwarmAccuracy:
     coverage: float
 
 
-def _entries(dht: hivemind.DHT, key: str) -> dict[str, Any]:
-    found = dht.get(key, latest=True)
-    if found is None or not isinstance(found.value, dict):
-        return {}
-    out = {}
-    for subkey, item in found.value.items():
-        if isinstance(item, ValueWithExpiration):
-            out[str(subkey)] = item.value
-    return out
-
-
 class SwarmDirectory:
-    """Reads and writes this run's records in the DHT for one agent.
+    """Reads and writes this run's cards in the DHT for one agent.
 
     Args:
         dht: the agent's DHT node.
         run_id: the training run.
         peer_id: this agent's peer id (base58).
-        ttl: seconds a membership card stays valid without a refresh.
+        ttl: seconds a card stays valid without a refresh.
     """
 
     def __init__(self, dht: hivemind.DHT, run_id: str, peer_id: str, ttl: float = 15.0) -> None:
@@ -77,65 +104,55 @@ class SwarmDirectory:
         self.run_id = run_id
         self.peer_id = peer_id
         self.ttl = ttl
+        self.key = f"{run_id}_members"
 
     def publish_card(self, card: MemberCard) -> None:
-        value = {"round": card.round, "samples": card.samples, "device": card.device, "wallet": card.wallet}
+        """Store (or refresh) this agent's card without waiting for the DHT."""
         self.dht.store(
-            f"{self.run_id}_members",
-            value,
-            get_dht_time() + self.ttl,
-            subkey=self.peer_id,
-            return_future=True,
+            self.key, card.to_value(), get_dht_time() + self.ttl, subkey=self.peer_id, return_future=True
         )
 
-    def withdraw(self) -> None:
-        """Tell the swarm this agent is leaving (its card expires at once)."""
-        self.dht.store(f"{self.run_id}_members", None, get_dht_time() + 0.5, subkey=self.peer_id)
+    def withdraw(self, card: MemberCard) -> None:
+        """Leave the run: a short-lived "left" card (keeping the done flag) replaces the live one."""
+        left = MemberCard(
+            card.peer_id, card.round, card.samples, card.device, card.wallet, None, card.done, True
+        )
+        self.dht.store(self.key, left.to_value(), get_dht_time() + min(self.ttl, 10.0), subkey=self.peer_id)
 
-    def members(self) -> dict[str, MemberCard]:
+    def read(self) -> dict[str, MemberCard]:
+        """Every card now in the DHT, live or left, by peer id."""
+        found = self.dht.get(self.key, latest=True)
+        if found is None or not isinstance(found.value, dict):
+            return {}
         cards = {}
-        for peer, value in _entries(self.dht, f"{self.run_id}_members").items():
-            if not isinstance(value, dict):
-                continue
-            cards[peer] = MemberCard(
-                peer_id=peer,
-                round=int(value.get("round", 0)),
-                samples=int(value.get("samples", 0)),
-                device=str(value.get("device", "?")),
-                wallet=value.get("wallet"),
-            )
+        for subkey, item in found.value.items():
+            if isinstance(item, ValueWithExpiration) and isinstance(item.value, dict):
+                try:
+                    cards[str(subkey)] = MemberCard.from_value(str(subkey), item.value)
+                except (TypeError, ValueError):
+                    log.debug("ignoring a malformed card from %s", subkey)
         return cards
 
-    def publish_eval(self, correct: int, total: int, loss_sum: float, ttl: float) -> None:
-        value = {"correct": correct, "total": total, "loss_sum": loss_sum, "at": get_dht_time()}
-        self.dht.store(
-            f"{self.run_id}_eval", value, get_dht_time() + ttl, subkey=self.peer_id, return_future=True
-        )
+    def members(self, cards: dict[str, MemberCard] | None = None) -> dict[str, MemberCard]:
+        """The live members (cards not marked as left)."""
+        cards = self.read() if cards is None else cards
+        return {peer: card for peer, card in cards.items() if not card.left}
 
-    def evaluations(self, max_age: float) -> list[EvalRecord]:
-        now = get_dht_time()
-        records = []
-        for peer, value in _entries(self.dht, f"{self.run_id}_eval").items():
-            if isinstance(value, dict) and now - float(value.get("at", 0)) <= max_age:
-                records.append(
-                    EvalRecord(
-                        peer,
-                        int(value["correct"]),
-                        int(value["total"]),
-                        float(value["loss_sum"]),
-                        value["at"],
-                    )
-                )
-        return records
 
-    def mark_done(self, accuracy: float) -> None:
-        self.dht.store(
-            f"{self.run_id}_done", {"accuracy": accuracy, "by": self.peer_id}, get_dht_time() + 600
-        )
+def fresh_evaluations(cards: dict[str, MemberCard], max_age: float) -> list[EvalRecord]:
+    """The evaluations of live members that are at most ``max_age`` seconds old."""
+    now = get_dht_time()
+    return [
+        card.evaluation
+        for card in cards.values()
+        if card.evaluation is not None and not card.left and now - card.evaluation.at <= max_age
+    ]
 
-    def is_done(self) -> bool:
-        found = self.dht.get(f"{self.run_id}_done", latest=True)
-        return found is not None and isinstance(found.value, dict)
+
+def target_seen(cards: dict[str, MemberCard]) -> float | None:
+    """The accuracy at which some agent (live or just left) saw the swarm reach its target, if any."""
+    flags = [card.done for card in cards.values() if card.done is not None]
+    return max(flags) if flags else None
 
 
 def pool_evaluations(records: list[EvalRecord], test_size: int) -> SwarmAccuracy | None:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+from hivemind.utils import get_dht_time
 
 from agent.errors import NoPeersError, UserFacingError
 from agent.protocol.config import RunConfig
@@ -30,7 +31,14 @@ from agent.protocol.messages import AveragingRoundReport, NodeStatus, TrainingMe
 from agent.status import AlertLevel, StatusBoard
 from agent.swarm.averaging import ModelAverager, OverlappedAveraging, RoundOutcome, update_norm_outliers
 from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
-from agent.swarm.membership import SwarmDirectory, pool_evaluations
+from agent.swarm.membership import (
+    EvalRecord,
+    MemberCard,
+    SwarmDirectory,
+    fresh_evaluations,
+    pool_evaluations,
+    target_seen,
+)
 from agent.swarm.policy import RoundPlan, RoundResult, StaticPolicy, SwarmPolicy
 from agent.swarm.rolling import RoundStats
 from agent.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -137,6 +145,7 @@ class AgentNode:
         self.policy: SwarmPolicy = make_policy(config)
         self._local_steps = config.training.local_steps
         self._group_bits: str | None = None
+        self._done_at: float | None = None
         self._averager: ModelAverager | None = None
         self._evidence: Any = None
         self._domain: Any = None
@@ -273,7 +282,7 @@ class AgentNode:
             overlapped.cancel()
             self.policy.stop()
             self._save(model, trainer)
-            directory.withdraw()
+            directory.withdraw(self._card(str(device)))
         finally:
             self.board.update(status=NodeStatus.STOPPED)
             self._write_status(final=True)
@@ -303,8 +312,7 @@ class AgentNode:
         self.clock.train_start = time.time()
         self.board.update(status=NodeStatus.TRAINING, started_at=_utc(self.clock.train_start))
         # A newcomer that loaded the swarm's state reports its accuracy at once, before its first round.
-        next_eval = time.monotonic() + (0.0 if self.loaded_state else cfg.training.eval_interval_s)
-        next_refresh = time.monotonic() + min(2.0, cfg.swarm.member_ttl / 3)
+        next_tick = time.monotonic() + (0.0 if self.loaded_state else cfg.training.eval_interval_s)
         next_status = 0.0
         rate_window: list[tuple[float, int]] = [(time.monotonic(), 0)]
         self._last_params = [p.detach().cpu().clone() for p in model.parameters()]
@@ -329,13 +337,10 @@ class AgentNode:
             rate_window.append((now, self.samples_total))
             rate_window = [item for item in rate_window if now - item[0] <= 10.0] or rate_window[-1:]
             rate = _rate(rate_window)
-            if now >= next_eval:
-                next_eval = now + cfg.training.eval_interval_s
-                assert self._test_tensors is not None
-                self._evaluate(trainer, directory, *self._test_tensors, len(test_labels), loss, rate)
-            if now >= next_refresh:
-                next_refresh = now + min(2.0, cfg.swarm.member_ttl / 3)
-                self._refresh_membership(directory, trainer, train_labels, test_labels, test)
+            if now >= next_tick:
+                # One tick: evaluate the agreed model on our test slice, publish the card, read the others'.
+                next_tick = now + min(cfg.training.eval_interval_s, cfg.swarm.member_ttl / 3)
+                self._tick(trainer, directory, train_labels, test_labels, test, loss, rate)
             if now >= next_status:
                 next_status = now + opts.status_interval_s
                 self.board.update(
@@ -562,22 +567,20 @@ class AgentNode:
             self._attest(report, float(meta.get("update_norm", 0.0)), flagged)
 
     # ---- evaluation, membership, state --------------------------------------------------------------
-    def _evaluate(
+    def _tick(
         self,
         trainer: LocalTrainer,
         directory: SwarmDirectory,
-        images: torch.Tensor,
-        targets: torch.Tensor,
-        test_size: int,
+        train_labels: np.ndarray,
+        test_labels: np.ndarray,
+        test: Any,
         loss: float,
         rate: float,
     ) -> None:
         cfg = self.config
+        assert self._test_tensors is not None
         with _parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
-            result = trainer.evaluate(images, targets)  # the agreed (anchor) model, not the local drift
-        directory.publish_eval(
-            result.correct, result.total, result.loss * result.total, ttl=cfg.training.eval_interval_s * 5
-        )
+            result = trainer.evaluate(*self._test_tensors)  # the agreed (anchor) model, not the local drift
         self.last_eval = {
             "accuracy": result.accuracy,
             "loss": result.loss,
@@ -585,8 +588,16 @@ class AgentNode:
             "at": time.time(),
         }
         self.first_eval = self.first_eval or self.last_eval
+        evaluation = EvalRecord(
+            self.peer_id, result.correct, result.total, result.loss * result.total, get_dht_time()
+        )
+        self._publish_card(directory, str(trainer.device), evaluation)
+        cards = directory.read()
+        members = tuple(sorted(set(directory.members(cards)) | {self.peer_id}))
+        if members != self.members:
+            self._reshard(members, trainer, train_labels, test_labels, test)
         pooled = pool_evaluations(
-            directory.evaluations(max_age=cfg.training.eval_interval_s * 2.5), test_size
+            fresh_evaluations(cards, max_age=cfg.training.eval_interval_s * 2.5), len(test_labels)
         )
         accuracy = result.accuracy
         if pooled is not None:
@@ -595,12 +606,14 @@ class AgentNode:
             if pooled.coverage >= 0.9 and pooled.accuracy >= cfg.training.target_accuracy:
                 if self.clock.target_reached_at is None:
                     self.clock.target_reached_at = time.time()
-                directory.mark_done(pooled.accuracy)
+                self._done_at = pooled.accuracy
                 self.request_stop(
                     f"swarm reached {pooled.accuracy:.4f} >= target {cfg.training.target_accuracy}"
                 )
-        if not self._stop.is_set() and directory.is_done():
-            self.request_stop("another agent saw the swarm reach the target")
+        seen = target_seen(cards)
+        if seen is not None and not self._stop.is_set():
+            self._done_at = seen
+            self.request_stop(f"another agent saw the swarm reach the target ({seen:.4f})")
         self.board.update(accuracy=accuracy, eta_to_target_s=self._eta(accuracy))
         self.board.record_metrics(
             TrainingMetrics(
@@ -625,20 +638,27 @@ class AgentNode:
             return None
         return (target - a1) / ((a1 - a0) / (t1 - t0))
 
-    def _publish_card(self, directory: SwarmDirectory, device: str) -> None:
-        from agent.swarm.membership import MemberCard
+    def _card(self, device: str, evaluation: EvalRecord | None = None) -> MemberCard:
+        wallet = self.account.address if self.account is not None else None
+        return MemberCard(
+            self.peer_id, self.round, self.samples_total, device, wallet, evaluation, self._done_at
+        )
 
-        directory.publish_card(MemberCard(self.peer_id, self.round, self.samples_total, device))
+    def _publish_card(
+        self, directory: SwarmDirectory, device: str, evaluation: EvalRecord | None = None
+    ) -> None:
+        directory.publish_card(self._card(device, evaluation))
 
     def _wait_for_members(self, directory: SwarmDirectory, device: str) -> tuple[str, ...]:
         """Wait (up to ``bootstrap_timeout``) until ``expected_agents`` members are visible."""
         cfg = self.config.swarm
         deadline = time.monotonic() + cfg.bootstrap_timeout
         while True:
-            members = tuple(sorted(set(directory.members()) | {self.peer_id}))
+            cards = directory.read()
+            members = tuple(sorted(set(directory.members(cards)) | {self.peer_id}))
             if len(members) >= max(cfg.expected_agents, 1) or self._stop.is_set():
                 return members
-            if directory.is_done():
+            if target_seen(cards) is not None:
                 self.request_stop(f"run {cfg.run_id!r} has already reached its target")
                 return members
             if time.monotonic() > deadline:
@@ -656,35 +676,28 @@ class AgentNode:
             self._publish_card(directory, device)
             time.sleep(0.3)
 
-    def _refresh_membership(
+    def _reshard(
         self,
-        directory: SwarmDirectory,
+        members: tuple[str, ...],
         trainer: LocalTrainer,
         train_labels: np.ndarray,
         test_labels: np.ndarray,
         test: Any,
     ) -> None:
-        self._publish_card(directory, str(trainer.device))
-        members = tuple(sorted(set(directory.members()) | {self.peer_id}))
-        if members != self.members:
-            gone = set(self.members) - set(members)
-            came = set(members) - set(self.members)
-            for peer in gone:
-                self.board.alert("peer_lost", f"peer {peer[:12]} left the run (no heartbeat)", peer_id=peer)
-            for peer in came:
-                self.board.alert(
-                    "peer_joined", f"peer {peer[:12]} joined the run", level=AlertLevel.INFO, peer_id=peer
-                )
-            self.members = members
-            trainer.set_shard(assign_shards(train_labels, members, salt="train")[self.peer_id])
-            test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
-            self._test_tensors = (
-                test.images[torch.from_numpy(test_slice)],
-                test.labels[torch.from_numpy(test_slice)],
+        gone = set(self.members) - set(members)
+        came = set(members) - set(self.members)
+        for peer in gone:
+            self.board.alert("peer_lost", f"peer {peer[:12]} left the run (no heartbeat)", peer_id=peer)
+        for peer in came:
+            self.board.alert(
+                "peer_joined", f"peer {peer[:12]} joined the run", level=AlertLevel.INFO, peer_id=peer
             )
-            log.info(
-                "membership changed (%d members): resharded to %d samples", len(members), len(trainer.shard)
-            )
+        self.members = members
+        trainer.set_shard(assign_shards(train_labels, members, salt="train")[self.peer_id])
+        test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
+        index = torch.from_numpy(test_slice)
+        self._test_tensors = (test.images[index], test.labels[index])
+        log.info("membership changed (%d members): resharded to %d samples", len(members), len(trainer.shard))
 
     def _swarm_has_progress(self, directory: SwarmDirectory) -> bool:
         return any(
@@ -765,18 +778,19 @@ class AgentNode:
         log.info("resumed from checkpoint at round %d (parameters sha256 %s)", checkpoint.round, digest[:16])
 
     def _save(self, model: torch.nn.Module, trainer: LocalTrainer) -> Path:
-        return save_checkpoint(
-            self.options.workdir / "checkpoints",
-            Checkpoint(
-                model_state=model.state_dict(),
+        """Checkpoint the agreed (anchor) parameters: what evaluation measured and what peers share."""
+        with _parameters_swapped(model, self._overlapped.anchor if self._overlapped else None):
+            checkpoint = Checkpoint(
+                model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
                 optimizer_state=trainer.optimizer.state_dict(),
                 round=self.round,
                 samples=self.samples_total,
                 step=trainer.steps_done,
                 run_id=self.config.swarm.run_id,
                 model_name=self.config.training.model,
-            ),
-            keep=self.config.checkpoint.keep,
+            )
+        return save_checkpoint(
+            self.options.workdir / "checkpoints", checkpoint, keep=self.config.checkpoint.keep
         )
 
     # ---- reporting ---------------------------------------------------------------------------------

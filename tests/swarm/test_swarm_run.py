@@ -65,7 +65,8 @@ def test_swarm_survives_a_killed_agent_takes_a_late_joiner_and_reaches_95_percen
     for agent in swarm.agents:
         if agent.index != 3:
             assert agent.process.returncode == 0, (agent.index, statuses[agent.index]["stop_reason"])
-            assert statuses[agent.index]["rounds_ok"] >= 3
+    for index in (0, 1, 2):
+        assert statuses[index]["rounds_ok"] >= 3, statuses[index]
 
     # The late joiner downloaded the swarm's state instead of starting from scratch, and its first
     # evaluation was close to the swarm's accuracy at that time.
