@@ -122,6 +122,9 @@ def run_local_swarm(
         "exit_codes": {str(a.index): a.process.returncode for a in swarm.agents},
         "progress": [p.__dict__ for p in swarm.progress[:: max(1, len(swarm.progress) // 400)]],
     }
+    network = swarm.network_summary()
+    if network is not None:
+        report["network"] = network
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     plot_progress(
         swarm.progress,

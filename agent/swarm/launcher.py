@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import tomli_w
@@ -25,6 +25,9 @@ import tomli_w
 from agent.errors import BootstrapError
 from agent.protocol.config import RunConfig
 from agent.protocol.timeutil import run_folder_stamp
+
+if TYPE_CHECKING:
+    from agent.swarm.emulated import EmulatedNetwork
 
 log = logging.getLogger("hypergpu.launcher")
 
@@ -43,6 +46,8 @@ class SwarmPlan:
         agent_env: extra environment variables for the agent processes.
         agent_args: extra ``hypergpu join`` arguments per agent index (e.g. emulated addresses).
         host_of: listen address per agent index (default 127.0.0.1 for all).
+        network: emulated WAN (:class:`agent.swarm.emulated.EmulatedNetwork`): started before the agents,
+            gives each agent its listen/announce addresses, gets round events, stopped after them.
     """
 
     agents: int
@@ -54,6 +59,7 @@ class SwarmPlan:
     agent_env: dict[str, str] = field(default_factory=dict)
     agent_args: dict[int, list[str]] = field(default_factory=dict)
     host_of: dict[int, str] = field(default_factory=dict)
+    network: EmulatedNetwork | None = None
 
 
 @dataclass
@@ -127,9 +133,15 @@ class LocalSwarm:
     def __enter__(self) -> LocalSwarm:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config_toml(self.plan.config, self.run_dir / "config.toml")
-        self.start_bootstrap()
-        for index in range(self.plan.agents):
-            self.start_agent(index)
+        try:
+            if self.plan.network is not None:
+                self.plan.network.start()  # first: the agents' addresses come from it
+            self.start_bootstrap()
+            for index in range(self.plan.agents):
+                self.start_agent(index)
+        except BaseException:
+            self.stop_all()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -165,6 +177,10 @@ class LocalSwarm:
         workdir = self.run_dir / "agents" / str(index)
         workdir.mkdir(parents=True, exist_ok=True)
         threads = plan.threads_per_agent or max(1, (os.cpu_count() or 1) // plan.agents)
+        if plan.network is not None:
+            listen = plan.network.join_args(index)  # its real address + its proxy
+        else:
+            listen = ["--host", plan.host_of.get(index, plan.config.swarm.host), "--port", "0"]
         args = [
             *self._python(),
             "join",
@@ -177,10 +193,7 @@ class LocalSwarm:
             str(plan.max_seconds),
             "--threads",
             str(threads),
-            "--host",
-            plan.host_of.get(index, plan.config.swarm.host),
-            "--port",
-            "0",
+            *listen,
         ]
         for address in self.bootstrap_addresses[:1]:
             args += ["--initial-peers", address]
@@ -225,6 +238,8 @@ class LocalSwarm:
                 self.bootstrap.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 _kill_tree(self.bootstrap.pid, signal.SIGKILL)
+        if self.plan.network is not None:
+            self.plan.network.stop()  # last: it writes the final traffic stats of the whole run
 
     # ---- watching ----------------------------------------------------------------------------------
     def read_statuses(self) -> None:
@@ -268,6 +283,8 @@ class LocalSwarm:
             alive=len(self.alive()),
         )
         self.progress.append(point)
+        if self.plan.network is not None and self.plan.network.running:
+            self.plan.network.on_round(point.round)
         return point
 
     def wait(self, *, on_tick: Any = None, tick_s: float = 0.5, timeout_s: float | None = None) -> None:
@@ -285,6 +302,10 @@ class LocalSwarm:
         self.read_statuses()
 
     # ---- results -----------------------------------------------------------------------------------
+    def network_summary(self) -> dict[str, Any] | None:
+        """Traffic per agent pair through the emulated network and the round events sent (None if none)."""
+        return None if self.plan.network is None else self.plan.network.summary()
+
     def time_to_target_s(self) -> float | None:
         t0 = self.train_start()
         reached = [a.last_status.get("clock", {}).get("target_reached_at") for a in self.agents]
