@@ -6,6 +6,7 @@
     GET /api/agents                -> per peer totals over all epochs
     GET /api/history.csv           -> the history export (one row per peer per epoch)
     GET /healthz                   -> {"status": "ok", ...}
+    GET /, /api/swarm, /api/chain-check -> the swarm page (coordinator_lite.swarm_page)
 
 Wei amounts are decimal strings (they exceed JavaScript's 2**53). With a chain, proofs come from the
 latest epoch whose root is ON CHAIN (a proof against a root still in the outbox would not verify);
@@ -23,7 +24,9 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from agent.chain.merkle import RewardTree
+from agent.faces.web import add_security_headers
 from coordinator_lite.state import CoordinatorState, EpochRow, EpochStatus
+from coordinator_lite.swarm_page import ChainContext, add_swarm_page
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8550
@@ -61,8 +64,14 @@ def _epoch_json(row: EpochRow) -> dict[str, Any]:
     }
 
 
-def create_app(state: CoordinatorState, *, proofs_need_chain: bool) -> FastAPI:
-    """The API over ``state``. ``proofs_need_chain``: serve proofs only for epochs posted on chain."""
+def create_app(
+    state: CoordinatorState, *, proofs_need_chain: bool, chain: ChainContext | None = None
+) -> FastAPI:
+    """The API over ``state``. ``proofs_need_chain``: serve proofs only for epochs posted on chain.
+
+    ``chain``: the chain the epochs are posted to, for the swarm page's links and on-chain check
+    (``None``: the page says the coordinator runs without a chain).
+    """
     app = FastAPI(title="HyperGPU coordinator_lite", version="1")
     trees: dict[int, RewardTree] = {}  # closed epochs never change, so their trees can be cached
 
@@ -139,4 +148,6 @@ def create_app(state: CoordinatorState, *, proofs_need_chain: bool) -> FastAPI:
         state.export_history_csv(out)
         return out.getvalue()
 
+    add_swarm_page(app, state, chain)
+    add_security_headers(app)
     return app

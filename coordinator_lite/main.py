@@ -34,6 +34,8 @@ if TYPE_CHECKING:  # the heavy imports (web3, hivemind) happen inside the comman
     from agent.protocol.config import RunConfig
     from agent.protocol.reports import ReportDomain
     from coordinator_lite.epochs import ChainSink, EpochSettings
+    from coordinator_lite.state import CoordinatorState
+    from coordinator_lite.swarm_page import ChainContext
 
 app = typer.Typer(
     name="hypergpu-coordinator",
@@ -217,7 +219,8 @@ def _serve(
     if outbox is not None:
         outbox.on_finished = closer.on_outbox_finished
     stop = threading.Event()
-    api_app = create_app(state, proofs_need_chain=chain is not None)
+    page_chain = None if chain is None else _page_chain(chain, config, state)
+    api_app = create_app(state, proofs_need_chain=chain is not None, chain=page_chain)
     server = uvicorn.Server(uvicorn.Config(api_app, host=host, port=port, log_level="warning"))
     api = threading.Thread(target=server.run, name="coordinator-api", daemon=True)
 
@@ -252,6 +255,37 @@ def _serve(
         api.join(timeout=5)
         dht.shutdown()
         state.close()
+
+
+def _page_chain(chain: ChainSink, config: RunConfig, state: CoordinatorState) -> ChainContext:
+    """The chain as the swarm page sees it; its on-chain check reads events from the deployment block
+    when the deployment file is known, else from this coordinator's earliest mined transaction."""
+    from agent.chain.deploy import Deployment
+    from coordinator_lite.onchain_check import OnchainLedgerReader
+    from coordinator_lite.swarm_page import ChainContext
+
+    attestation = chain.attestation
+    from_block = None
+    if config.chain.deployment_file is not None:
+        deployment = Deployment.load(config.chain.deployment_file)
+        if deployment.address.lower() == attestation.address.lower():
+            from_block = deployment.block
+
+    def earliest_tx_block() -> int | None:
+        blocks = [int(str(tx["block_number"])) for tx in state.txs() if tx["block_number"] is not None]
+        return min(blocks) if blocks else None
+
+    reader = OnchainLedgerReader(
+        attestation, chain.run_id, from_block=from_block, default_from_block=earliest_tx_block
+    )
+    client = attestation.client
+    return ChainContext(
+        network=config.chain.network.value,
+        chain_id=client.chain_id,
+        contract=attestation.address,
+        explorer_link=client.explorer_link,
+        reader=reader,
+    )
 
 
 def _connect_chain(
