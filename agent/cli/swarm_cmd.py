@@ -194,13 +194,14 @@ def swarm(
     folder = run_dir or default_run_dir(cfg.swarm.run_id)
     extras = _network_plan(network, agents, folder) if network else None
     console = Console(stderr=True)
-    console.print(f"run folder: {folder}")
     if attest:
         from agent.swarm.attested import AttestOptions, run_attested_swarm
 
         options = AttestOptions.from_mon(reward_pool, epoch_reward, epoch_length)
+        console.print(f"run folder: {folder}")
         run_attested_swarm(cfg, agents, folder, max_seconds, options, console, web_port_base, extras)
         return
+    console.print(f"run folder: {folder}")
     report = run_local_swarm(
         cfg,
         agents,
