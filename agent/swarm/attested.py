@@ -363,8 +363,8 @@ class AttestedRun:
         self.console.print(f"coordinator: {self.api_url} (epochs of {opts.epoch_length_s:g} s)")
 
     def agents_done(self, swarm: LocalSwarm) -> None:
-        """Wait for the last epoch to be on chain, then claim for every agent at once (as soon as the
-        root lands, so the closed -> on chain -> claimed timing is the system's, not the report's)."""
+        """Wait for the last epoch to be on chain, then claim for every agent (here, before the slow
+        checkpoint evaluation of the report, so the claims follow the root as closely as they can)."""
         ends = [a.last_status.get("clock", {}).get("train_end") for a in swarm.agents]
         self.agents_end = max([e for e in ends if e] or [time.time()]) + self.options.settle_s
         with self.console.status(
