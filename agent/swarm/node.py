@@ -376,7 +376,8 @@ class AgentNode:
             trainer.batch_size = plan.batch_size  # takes effect from the next batch: the current one is done
             self._local_steps = plan.local_steps
             self.board.update(local_batch_size=plan.batch_size, local_steps=plan.local_steps)
-        if plan.group_bits is not None and plan.group_bits != self._group_bits and self._averager is not None:
+        if plan.group_bits is not None and self._averager is not None:
+            # Every round: hivemind's key manager rewrites non-empty bits after each assembled group.
             self._averager.set_group_bits(plan.group_bits, wait=False)
             self._group_bits = plan.group_bits
 
@@ -817,6 +818,7 @@ class AgentNode:
             "rss_mb": self._memory_mb(),
             "policy": type(self.policy).__name__,
             "decision_seconds": self.policy.decision_seconds(),
+            "policy_report": getattr(self.policy, "report", dict)(),
             "pid": os.getpid(),
         }
 
