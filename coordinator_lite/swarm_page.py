@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.chain.client import ChainUnreachableError
+from agent.chain.networks import network_by_name
 from agent.protocol.timeutil import UtcDatetime, utc_now
 from coordinator_lite.onchain_check import (
     ChainCheckReport,
@@ -80,6 +81,7 @@ class ChainInfo(BaseModel):
     chain_id: int | None = None
     contract: str | None = None
     has_explorer: bool = Field(default=False, description="whether tx hashes link to a block explorer")
+    currency: str = Field(default="MON", description="the native token rewards are paid in")
 
 
 class AgentView(BaseModel):
@@ -259,6 +261,7 @@ def swarm_overview(state: CoordinatorState, chain: ChainContext | None) -> Swarm
             chain_id=chain.chain_id,
             contract=chain.contract,
             has_explorer=chain.explorer_link("0x" + "00" * 32) is not None,
+            currency=network_by_name(chain.network).currency,
         )
         if chain
         else ChainInfo(enabled=False)
