@@ -19,9 +19,9 @@ validator (``dht.add_validators``), the subkey carries the agent's RSA public ke
 DHT signs each store with the matching private key, and every agent's DHT (which has the validator too)
 rejects a record whose signature does not match its subkey, on store and on read. So nobody can
 overwrite or forge another agent's summary. The RSA key is per agent process, not the libp2p identity:
-the summary names its publisher's peer id, and a record is only believed for a peer id that is a
-member of the run (the member cards); one process cannot be stopped from also publishing under a
-second key, which is why votes are counted per publishing peer id, once.
+the summary names its publisher's peer id (a ``members`` filter can restrict it to the run's members),
+and a peer id that appears under several keys counts once (its newest record), so votes are counted
+per peer id. Binding the record to the libp2p identity itself would need that key in the agent.
 
 **Traffic**: :attr:`LinkMonitor.bytes_estimate` counts the monitoring bytes on the wire: pings at a
 measured size per ping, DHT stores and reads at their value size plus a measured per-request overhead,
@@ -371,6 +371,12 @@ class LinkMonitor:
         return latest
 
     # ---- reading -----------------------------------------------------------------------------------
+    def snapshot(self) -> SwarmLinks:
+        """Exactly what was last read from the DHT (own record as published): the input every agent
+        shares, so plans computed from it agree."""
+        with self._lock:
+            return self._latest
+
     def latest(self) -> SwarmLinks:
         """The swarm's links as last read from the DHT, with this agent's own row up to date."""
         with self._lock:
