@@ -209,7 +209,7 @@ function renderPeers(s) {
   const body = $("peers-body");
   const peers = [...(s.peers || [])].sort(compare);
   if (peers.length === 0) {
-    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7", text: "No peers yet." })));
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: "7", text: "No peer measurements yet." })));
   } else {
     body.replaceChildren(
       ...peers.map((p) =>
