@@ -246,6 +246,11 @@ def test_epoch_lands_on_chain_exactly_once_across_kill9_and_is_claimable(anvil, 
         claimed_at = time.time()
         assert agent_client.balance(agent.address) == before + amount - result.fee_wei
         assert agent_attestation.claimed_in(result) == amount
+        # the swarm page's on-chain check, served by the real process, finds the chain as it decided
+        check = httpx.get(f"{api}/api/chain-check", timeout=30).json()
+        assert check["differences"] == 0 and check["onchain_epoch_count"] == 2, check
+        assert {r["verdict"] for r in check["records"]} == {"match"} and len(check["records"]) == 6
+        assert check["claimed_wei"] == {agent.address: str(amount)}
         print(
             f"\nepoch 1: closed -> root on chain {second['posted_at'] - second['closed_at']:.2f} s, "
             f"closed -> claim done {claimed_at - second['closed_at']:.2f} s; claim gas {result.gas_used}"
