@@ -176,7 +176,9 @@ def swarm(
     reward_pool: Annotated[
         float, typer.Option(help="--attest: MON funded into the run's reward pool")
     ] = 10.0,
-    epoch_reward: Annotated[float, typer.Option(help="--attest: MON paid out per epoch")] = 1.0,
+    epoch_reward: Annotated[
+        float | None, typer.Option(help="--attest: MON paid per epoch (default: the pool over --max-seconds)")
+    ] = None,
     epoch_length: Annotated[float, typer.Option(help="--attest: seconds per coordinator epoch")] = 10.0,
 ) -> None:
     """Start a bootstrap peer and N agents on this machine, train to the target, write report.json + plot."""

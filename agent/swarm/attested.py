@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -65,7 +66,8 @@ class AttestOptions:
 
     Args:
         reward_pool_wei: funded into the run's pool on chain when the run is created, wei.
-        epoch_reward_wei: what the coordinator pays out per epoch (capped by what is left in the pool), wei.
+        epoch_reward_wei: what the coordinator pays out per epoch (capped by what is left in the pool), wei;
+            None spreads the pool evenly over the run's ``max_seconds`` (see :meth:`epoch_reward_for`).
         epoch_length_s: seconds per coordinator epoch (short, so that a demo sees several).
         agent_gas_wei: sent to every agent wallet so it can pay for its claim, wei.
         scrypt_n: scrypt cost of the agents' keystores (see :data:`DEMO_SCRYPT_N`).
@@ -75,7 +77,7 @@ class AttestOptions:
     """
 
     reward_pool_wei: int = 10 * WEI_PER_MON
-    epoch_reward_wei: int = WEI_PER_MON
+    epoch_reward_wei: int | None = None
     epoch_length_s: float = 10.0
     agent_gas_wei: int = WEI_PER_MON // 10
     scrypt_n: int = DEMO_SCRYPT_N
@@ -84,19 +86,27 @@ class AttestOptions:
     coordinator_start_timeout_s: float = 90.0
 
     def __post_init__(self) -> None:
-        if self.reward_pool_wei <= 0 or self.epoch_reward_wei <= 0:
+        if self.reward_pool_wei <= 0 or (self.epoch_reward_wei is not None and self.epoch_reward_wei <= 0):
             raise AttestationError("--reward-pool and --epoch-reward must be more than 0 MON")
         if self.epoch_length_s < 2:
             raise AttestationError(f"--epoch-length must be at least 2 seconds, got {self.epoch_length_s:g}")
 
     @classmethod
-    def from_mon(cls, reward_pool: float, epoch_reward: float, epoch_length_s: float) -> AttestOptions:
+    def from_mon(cls, reward_pool: float, epoch_reward: float | None, epoch_length_s: float) -> AttestOptions:
         """Options from the CLI's amounts in MON (exact to the wei for decimal input such as 0.1)."""
         return cls(
             reward_pool_wei=_mon_to_wei(reward_pool, "--reward-pool"),
-            epoch_reward_wei=_mon_to_wei(epoch_reward, "--epoch-reward"),
+            epoch_reward_wei=None if epoch_reward is None else _mon_to_wei(epoch_reward, "--epoch-reward"),
             epoch_length_s=epoch_length_s,
         )
+
+    def epoch_reward_for(self, max_seconds: float) -> int:
+        """Wei per epoch: the given amount, else the pool split over every epoch ``max_seconds`` can hold
+        (plus one for the start), so that the pool lasts however long the run trains."""
+        if self.epoch_reward_wei is not None:
+            return self.epoch_reward_wei
+        epochs = math.ceil(max_seconds / self.epoch_length_s) + 1
+        return self.reward_pool_wei // epochs
 
 
 def _mon_to_wei(amount: float, flag: str) -> int:
@@ -325,8 +335,10 @@ class AttestedRun:
         wallets: list[AgentWallet],
         password_file: Path,
         coordinator_port: int,
+        epoch_reward_wei: int,
     ) -> None:
         self.config = config
+        self.epoch_reward_wei = epoch_reward_wei
         self.wallets = wallets
         self.password_file = password_file
         self.claims: list[AgentClaim] = []
@@ -347,20 +359,34 @@ class AttestedRun:
         return self.coordinator.api_url
 
     def started(self, swarm: LocalSwarm) -> None:
+        """Start the coordinator once every agent trains. Earlier, its first epoch would find no rounds,
+        stretch over the agents' start-up, and pay one epoch's reward per stretched length to the
+        first round's group (the coordinator grows an empty epoch's pool)."""
         opts = self.options
+        with self.console.status(f"starting {len(swarm.agents)} agents (DHT, bootstrap, data)..."):
+            deadline = time.monotonic() + swarm.plan.config.swarm.bootstrap_timeout + 60
+            while time.monotonic() < deadline and swarm.alive():
+                swarm.read_statuses()
+                if all(a.last_status.get("clock", {}).get("train_start") for a in swarm.alive()):
+                    break
+                time.sleep(0.3)
         self.coordinator.args = [
             "--config", str(swarm.run_dir / "config.toml"),
             "--run-id", self.config.swarm.run_id,
             "--initial-peers", swarm.bootstrap_addresses[0],
             "--epoch-length", f"{opts.epoch_length_s:g}",
-            "--pool-wei", str(opts.epoch_reward_wei),
+            "--pool-wei", str(self.epoch_reward_wei),
             "--state-dir", str(self.run_dir / "coordinator"),
             "--port", str(self.port),
             "--poll", "0.5",
         ]  # fmt: skip
         with self.console.status("starting the coordinator (DHT, chain, API)..."):
             self.coordinator.start(opts.coordinator_start_timeout_s)
-        self.console.print(f"coordinator: {self.api_url} (epochs of {opts.epoch_length_s:g} s)")
+        currency = self.config.chain.network_info.currency
+        self.console.print(
+            f"coordinator: {self.api_url} (epochs of {opts.epoch_length_s:g} s, "
+            f"{format_amount(self.epoch_reward_wei, currency)} each)"
+        )
 
     def agents_done(self, swarm: LocalSwarm) -> None:
         """Wait for the last epoch to be on chain, then claim for every agent (here, before the slow
@@ -563,7 +589,7 @@ def attestation_section(setup: ChainSetup, options: AttestOptions, run: Attested
         "contract": setup.contract,
         "coordinator_api": run.api_url,
         "reward_pool_wei": str(options.reward_pool_wei),
-        "epoch_reward_wei": str(options.epoch_reward_wei),
+        "epoch_reward_wei": str(run.epoch_reward_wei),
         "epoch_length_s": options.epoch_length_s,
         "last_epoch_settled": run.settled,
         "setup_txs": {
@@ -729,6 +755,7 @@ class AttestedSwarm:
             self.wallets,
             self.password_file,
             coordinator_port,
+            options.epoch_reward_for(self.max_seconds),
         )
         self._stack.callback(self.attested.coordinator.stop)
         currency = self.config.chain.network_info.currency

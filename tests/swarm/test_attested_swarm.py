@@ -25,7 +25,7 @@ from agent.chain.wallet import read_password, unlock_wallet
 from agent.errors import UserFacingError
 from agent.protocol.config import load_run_config
 from agent.status import StatusBoard
-from agent.swarm.attested import AttestedSwarm, AttestOptions, final_epoch_settled
+from agent.swarm.attested import AttestationError, AttestedSwarm, AttestOptions, final_epoch_settled
 from agent.swarm.node import AgentNode, NodeOptions
 from agent.swarm.rewards_watch import RewardsWatcher
 
@@ -56,18 +56,29 @@ def test_final_epoch_settles_only_after_a_check_past_the_agents_end() -> None:
     assert not final_epoch_settled([posted, closed, later], 10.0, agents_end=120.0)
 
 
+def test_the_pool_lasts_the_whole_run_unless_an_epoch_reward_is_given() -> None:
+    options = AttestOptions(reward_pool_wei=10 * ETHER, epoch_length_s=10.0)
+    assert options.epoch_reward_for(180.0) == 10 * ETHER // 19  # 18 epochs of training + the start
+    assert AttestOptions(epoch_reward_wei=ETHER).epoch_reward_for(180.0) == ETHER
+    assert AttestOptions.from_mon(0.1, None, 10.0).reward_pool_wei == 10**17  # exact, no float error
+    with pytest.raises(AttestationError, match="--epoch-reward must be more than 0"):
+        AttestOptions.from_mon(10.0, 0.0, 10.0)
+    with pytest.raises(AttestationError, match="--epoch-length must be at least 2 seconds"):
+        AttestOptions(epoch_length_s=1.0)
+
+
 def test_attested_swarm_trains_posts_epochs_and_every_agent_claims_exactly_its_reward(tmp_path: Path) -> None:
     config = load_run_config(
         None,
         {
-            "training": {"data_dir": str(MNIST.resolve()), "target_accuracy": 0.95},
+            # 16 local steps (not the default 32): more averaging rounds before 95 %, so every agent
+            # has confirmed rounds to be paid for even when the machine is busy
+            "training": {"data_dir": str(MNIST.resolve()), "target_accuracy": 0.95, "local_steps": 16},
             "swarm": {"run_id": RUN, "expected_agents": 3},
         },
         use_env=False,
     )
-    options = AttestOptions(
-        reward_pool_wei=10 * ETHER, epoch_reward_wei=ETHER, epoch_length_s=5.0, settle_s=2.0
-    )
+    options = AttestOptions(reward_pool_wei=10 * ETHER, epoch_length_s=5.0, settle_s=2.0)
     run_dir = tmp_path / "run"
     messages, tables = io.StringIO(), io.StringIO()
     started = time.monotonic()
