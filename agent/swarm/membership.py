@@ -120,23 +120,45 @@ class SwarmDirectory:
         self.dht.store(self.key, left.to_value(), get_dht_time() + min(self.ttl, 10.0), subkey=self.peer_id)
 
     def read(self) -> dict[str, MemberCard]:
-        """Every card now in the DHT, live or left, by peer id."""
-        found = self.dht.get(self.key, latest=True)
-        if found is None or not isinstance(found.value, dict):
-            return {}
-        cards = {}
-        for subkey, item in found.value.items():
-            if isinstance(item, ValueWithExpiration) and isinstance(item.value, dict):
-                try:
-                    cards[str(subkey)] = MemberCard.from_value(str(subkey), item.value)
-                except (TypeError, ValueError):
-                    log.debug("ignoring a malformed card from %s", subkey)
-        return cards
+        """Every card now in the DHT, live or left, by peer id (blocks for one DHT lookup)."""
+        return _parse_cards(self.dht.get(self.key, latest=True))
+
+    def read_async(self) -> dict[str, MemberCard] | None:
+        """Non-blocking read: the cards fetched by the previous call's lookup (None until one has finished).
+
+        Each call starts the next lookup, so the training loop never waits for the DHT.
+        """
+        result = None
+        if self._pending is not None and self._pending.done():
+            try:
+                result = _parse_cards(self._pending.result())
+            except Exception:  # a failed lookup: try again next time
+                log.debug("membership lookup failed", exc_info=True)
+                result = None
+            self._pending = None
+        if self._pending is None:
+            self._pending = self.dht.get(self.key, latest=True, return_future=True)
+        return result
+
+    _pending: Any = None
 
     def members(self, cards: dict[str, MemberCard] | None = None) -> dict[str, MemberCard]:
         """The live members (cards not marked as left)."""
         cards = self.read() if cards is None else cards
         return {peer: card for peer, card in cards.items() if not card.left}
+
+
+def _parse_cards(found: Any) -> dict[str, MemberCard]:
+    if found is None or not isinstance(found.value, dict):
+        return {}
+    cards = {}
+    for subkey, item in found.value.items():
+        if isinstance(item, ValueWithExpiration) and isinstance(item.value, dict):
+            try:
+                cards[str(subkey)] = MemberCard.from_value(str(subkey), item.value)
+            except (TypeError, ValueError):
+                log.debug("ignoring a malformed card from %s", subkey)
+    return cards
 
 
 def fresh_evaluations(cards: dict[str, MemberCard], max_age: float) -> list[EvalRecord]:

@@ -7,6 +7,7 @@ evaluate, refresh membership, checkpoint -> stop when the swarm reaches its targ
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -128,6 +129,8 @@ class AgentNode:
         self.visible_addresses: list[str] = []
         self.members: tuple[str, ...] = ()
         self.samples_total = 0
+        self.compute_seconds_total = 0.0
+        self.loop_seconds: dict[str, float] = collections.defaultdict(float)  # where the loop's time goes
         self.rounds_failed = 0
         self._samples_since_round = 0
         self._compute_since_round = 0.0
@@ -146,6 +149,8 @@ class AgentNode:
         self._local_steps = config.training.local_steps
         self._group_bits: str | None = None
         self._done_at: float | None = None
+        self._cards: dict[str, MemberCard] = {}
+        self._last_seen: dict[str, float] = {}
         self._averager: ModelAverager | None = None
         self._evidence: Any = None
         self._domain: Any = None
@@ -220,8 +225,10 @@ class AgentNode:
             self.members = members
             train_labels = train.labels.numpy()
             test_labels = test.labels.numpy()
-            shard = assign_shards(train_labels, members, salt="train")[self.peer_id]
-            test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
+            shard = _shard_of(train_labels, members, "train", self.peer_id)
+            test_slice = _shard_of(test_labels, members, "test", self.peer_id)
+            now = time.monotonic()
+            self._last_seen = {peer: now for peer in members}
             log.info(
                 "shard: %d training samples, %d test samples, %d members",
                 len(shard),
@@ -326,21 +333,33 @@ class AgentNode:
             self.samples_total += result.samples
             self._samples_since_round += result.samples
             self._compute_since_round += result.compute_seconds
+            self.compute_seconds_total += result.compute_seconds
             self._steps_since_round += result.steps
             if result.steps:
                 loss = result.loss
                 self.stats.add(grad_norm=result.grad_norm)
+            t_poll = time.perf_counter()
             self._apply_finished_round(overlapped, model)
+            t_start = time.perf_counter()
             if not overlapped.in_flight and self._steps_since_round >= self._local_steps:
                 self._start_round(overlapped, model, trainer)
+            t_end = time.perf_counter()
+            self.loop_seconds["apply_round"] += t_start - t_poll
+            self.loop_seconds["start_round"] += t_end - t_start
+            self.loop_seconds["train"] += result.compute_seconds
             now = time.monotonic()
             rate_window.append((now, self.samples_total))
             rate_window = [item for item in rate_window if now - item[0] <= 10.0] or rate_window[-1:]
             rate = _rate(rate_window)
             if now >= next_tick:
                 # One tick: evaluate the agreed model on our test slice, publish the card, read the others'.
-                next_tick = now + min(cfg.training.eval_interval_s, cfg.swarm.member_ttl / 3)
+                t0 = time.perf_counter()
                 self._tick(trainer, directory, train_labels, test_labels, test, loss, rate)
+                spent = time.perf_counter() - t0
+                self.loop_seconds["tick"] += spent
+                # Keep evaluation under ~10% of the time on a slow host, but heartbeat well within the TTL.
+                interval = max(cfg.training.eval_interval_s, 10 * spent)
+                next_tick = time.monotonic() + min(interval, cfg.swarm.member_ttl / 3)
             if now >= next_status:
                 next_status = now + opts.status_interval_s
                 self.board.update(
@@ -351,7 +370,9 @@ class AgentNode:
                     samples_per_s=rate,
                     samples_total=self.samples_total,
                 )
+                t0 = time.perf_counter()
                 self._write_status()
+                self.loop_seconds["status"] += time.perf_counter() - t0
             if trainer.epochs_done >= cfg.training.epochs:
                 self.request_stop(f"finished {cfg.training.epochs} epochs")
             if opts.max_seconds is not None and time.time() - self.clock.train_start >= opts.max_seconds:
@@ -593,8 +614,22 @@ class AgentNode:
             self.peer_id, result.correct, result.total, result.loss * result.total, get_dht_time()
         )
         self._publish_card(directory, str(trainer.device), evaluation)
-        cards = directory.read()
-        members = tuple(sorted(set(directory.members(cards)) | {self.peer_id}))
+        fetched = directory.read_async()  # the lookup started last tick; never blocks training
+        if fetched is not None:
+            self._cards = fetched
+        cards = self._cards
+        now = time.monotonic()
+        for peer in directory.members(cards):
+            self._last_seen[peer] = now
+        for peer, card in cards.items():
+            if card.left:
+                self._last_seen.pop(peer, None)
+        # A member counts as gone only after member_ttl seconds unseen: one incomplete DHT read must
+        # not trigger a reshard (which moves data and costs a second of CPU on a busy host).
+        ttl = cfg.swarm.member_ttl
+        members = tuple(
+            sorted({p for p, seen in self._last_seen.items() if now - seen <= ttl} | {self.peer_id})
+        )
         if members != self.members:
             self._reshard(members, trainer, train_labels, test_labels, test)
         pooled = pool_evaluations(
@@ -694,9 +729,8 @@ class AgentNode:
                 "peer_joined", f"peer {peer[:12]} joined the run", level=AlertLevel.INFO, peer_id=peer
             )
         self.members = members
-        trainer.set_shard(assign_shards(train_labels, members, salt="train")[self.peer_id])
-        test_slice = assign_shards(test_labels, members, salt="test")[self.peer_id]
-        index = torch.from_numpy(test_slice)
+        trainer.set_shard(_shard_of(train_labels, members, "train", self.peer_id))
+        index = torch.from_numpy(_shard_of(test_labels, members, "test", self.peer_id))
         self._test_tensors = (test.images[index], test.labels[index])
         log.info("membership changed (%d members): resharded to %d samples", len(members), len(trainer.shard))
 
@@ -806,6 +840,9 @@ class AgentNode:
             "rounds_ok": self.stats.ok_rounds,
             "rounds_failed": self.rounds_failed,
             "samples_total": self.samples_total,
+            "compute_seconds_total": self.compute_seconds_total,
+            "cpu_seconds_main": sum(os.times()[:2]),
+            "loop_seconds": dict(self.loop_seconds),
             "members": len(self.members),
             "loss": snap.loss,
             "last_eval": self.last_eval,
@@ -858,6 +895,19 @@ def _parameters_swapped(model: torch.nn.Module, values: list[torch.Tensor] | Non
         with torch.no_grad():
             for param, value in zip(params, saved, strict=True):
                 param.copy_(value)
+
+
+_SHARDS: dict[tuple[int, tuple[str, ...], str], np.ndarray] = {}
+
+
+def _shard_of(labels: np.ndarray, members: tuple[str, ...], salt: str, peer_id: str) -> np.ndarray:
+    """This agent's shard for ``members``, memoised: membership that flaps back costs nothing."""
+    key = (id(labels), members, salt)
+    if key not in _SHARDS:
+        if len(_SHARDS) > 16:
+            _SHARDS.clear()
+        _SHARDS[key] = assign_shards(labels, members, salt=salt)[peer_id]
+    return _SHARDS[key]
 
 
 def _rate(window: list[tuple[float, int]]) -> float:

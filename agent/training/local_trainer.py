@@ -151,7 +151,7 @@ class LocalTrainer:
         )
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> EvalResult:
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> EvalResult:
         """Accuracy and mean loss of the current model on ``images``/``labels`` (already on any device)."""
         self.model.eval()
         correct, loss_sum = 0, 0.0
