@@ -32,6 +32,14 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8550
 
 
+SQLITE_INT_MAX = 2**63 - 1
+"""Larger path integers would overflow SQLite's INTEGER: they are refused with 422, not a 500."""
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
 class ProofResponse(BaseModel):
     """What ``hypergpu claim`` needs: ``claim(runId, account, cumulative_amount, proof)`` against ``root``."""
 
@@ -92,7 +100,14 @@ def create_app(
             "last_closed_epoch": closed[-1] if closed else None,
         }
 
-    @app.get("/proof/{run_id}/{account}", response_model=ProofResponse)
+    @app.get(
+        "/proof/{run_id}/{account}",
+        response_model=ProofResponse,
+        responses={
+            400: {"model": ErrorDetail, "description": "not an address"},
+            404: {"model": ErrorDetail, "description": "another run, no posted root yet, or no reward"},
+        },
+    )
     def proof(
         run_id: Annotated[str, Path(max_length=64)], account: Annotated[str, Path(max_length=64)]
     ) -> ProofResponse:
@@ -124,8 +139,8 @@ def create_app(
     def epochs() -> list[dict[str, Any]]:
         return [_epoch_json(row) for row in state.epochs()]
 
-    @app.get("/api/epochs/{epoch}")
-    def epoch_detail(epoch: int) -> dict[str, Any]:
+    @app.get("/api/epochs/{epoch}", responses={404: {"model": ErrorDetail, "description": "no such epoch"}})
+    def epoch_detail(epoch: Annotated[int, Path(ge=0, le=SQLITE_INT_MAX)]) -> dict[str, Any]:
         row = state.epoch(epoch)
         if row is None:
             raise HTTPException(404, f"no epoch {epoch}")
