@@ -112,7 +112,7 @@ def test_agents_sort_and_the_check_reruns(browser, coordinator) -> None:
         context.close()
 
 
-def test_phone_layout_fits_the_screen(browser, coordinator) -> None:
+def test_phone_layout_fits_the_screen(browser, coordinator, tmp_path: Path) -> None:
     problems: list[str] = []
     context, page = _open(
         browser,
@@ -124,6 +124,7 @@ def test_phone_layout_fits_the_screen(browser, coordinator) -> None:
     )
     try:
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # wide tables scroll inside
+        page.screenshot(path=str(tmp_path / "swarm-page-phone.png"), full_page=True)
         assert problems == []
     finally:
         context.close()

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -37,8 +38,6 @@ def test_coordinator_api_fuzz_no_server_error(case: schemathesis.Case) -> None:
 
 
 def test_an_epoch_number_beyond_sqlite_integers_is_refused_not_a_server_error() -> None:
-    from fastapi.testclient import TestClient
-
     client = TestClient(_app, raise_server_exceptions=False)
     assert client.get(f"/api/epochs/{2**63}").status_code == 422  # was a 500 (OverflowError in sqlite3)
     assert client.get("/api/epochs/-1").status_code == 422
