@@ -1,7 +1,8 @@
 """``hypergpu-coordinator run --run-id mnist-demo --initial-peers /ip4/.../p2p/... --contract 0x...`` — the
 coordinator_lite service: reads the agents' signed round receipts from the run's DHT, closes an epoch
 every ``--epoch-length`` seconds (verify, score, split the pool, cumulative Merkle root), posts records
-and the root on chain through the durable outbox, and serves reward proofs on http://127.0.0.1:8550.
+and the root on chain through the durable outbox, and serves reward proofs and the swarm page (agents,
+epochs, rewards, an on-chain check: coordinator_lite.swarm_page) on http://127.0.0.1:8550.
 
 Without a chain (``--no-chain``) it does everything but the posting. Its state lives in
 ``--state-dir``/<run id>/ (``state.sqlite`` and ``outbox.sqlite``): stop it any way you like, even
