@@ -299,9 +299,13 @@ class AdaptivePolicy:
         previous = self.group_plan
         rtt = {src: row for src, row in links.rtt_ms().items() if src not in quarantined}
         plan = plan_groups(peers, rtt, swarm.target_group_size, swarm.min_group_size)
+        if not self._confirmed(previous, plan):
+            return
         self.group_plan = plan
-        if previous is None or previous.fingerprint != plan.fingerprint:
-            mine = plan.assignments.get(self.peer_id)
+        mine = plan.assignments.get(self.peer_id)
+        was = previous.assignments.get(self.peer_id) if previous is not None else None
+        moved = (mine.fallback if mine else None) != (was.fallback if was else None)
+        if previous is None or previous.fingerprint != plan.fingerprint or moved:
             clusters = ", ".join(
                 f"{cluster.group_bits or 'all'}={len(cluster.members)}"
                 + (f" ({cluster.median_rtt_ms:.0f} ms)" if cluster.median_rtt_ms is not None else "")
@@ -321,6 +325,27 @@ class AdaptivePolicy:
                 f"{plan.fingerprint} (mine: {mine.group_bits if mine else '?'!r})",
                 why,
             )
+
+    def _confirmed(self, previous: GroupPlan | None, plan: GroupPlan) -> bool:
+        """Hysteresis: a different plan is adopted only when two replans in a row computed it.
+
+        A peer whose RTT to two clusters is about equal would otherwise flip between them with every
+        noisy summary. The first plan, and a plan that drops a quarantined or departed peer, count at
+        once: the old one would keep waiting for a peer that is not coming.
+        """
+        if previous is None or previous.fingerprint == plan.fingerprint:
+            self._candidate = None
+            return True
+        if set(previous.assignments) - set(plan.assignments):
+            self._candidate = None
+            return True
+        if self._candidate == plan.fingerprint:
+            self._candidate = None
+            return True
+        self._candidate = plan.fingerprint
+        return False
+
+    _candidate: str | None = None
 
     def _group_bits(self, now: float) -> tuple[str, str]:
         """This round's key suffix and why."""

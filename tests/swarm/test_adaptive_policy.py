@@ -182,3 +182,23 @@ def test_high_latency_and_slow_rounds_raise_local_work_within_bounds_and_stretch
     assert 0 < policy.decision_seconds() < 1.0
     report = policy.report()
     assert report["decisions_total"] == len(policy.decisions)
+
+
+def test_a_new_group_plan_is_adopted_only_when_two_replans_in_a_row_agree() -> None:
+    clock = Clock()
+    policy = _policy(0, regions3_links(), clock, replan_period_s=8.0)
+    policy.plan_round(0)
+    first = policy.group_plan.fingerprint
+    # Region 2 and 3 now look like one region (e.g. a noisy summary): the plan would merge them.
+    merged = {src: dict(row) for src, row in regions3_links().links.items()}
+    for i in (3, 4, 5):
+        for j in (6, 7):
+            merged[PEERS[i]][PEERS[j]] = merged[PEERS[j]][PEERS[i]] = CompactLink(10.0, 0.0, None)
+    policy.monitor.links = SwarmLinks(links=merged, votes=regions3_links().votes)  # type: ignore[union-attr]
+    clock.now += 8.0
+    policy.plan_round(1)
+    assert policy.group_plan.fingerprint == first  # one replan is not enough
+    clock.now += 8.0
+    policy.plan_round(2)
+    assert policy.group_plan.fingerprint != first
+    assert len(policy.group_plan.clusters) == 2
