@@ -113,11 +113,12 @@ class SwarmDirectory:
         )
 
     def withdraw(self, card: MemberCard) -> None:
-        """Leave the run: a short-lived "left" card (keeping the done flag) replaces the live one."""
+        """Leave the run: a "left" card (keeping the done flag) replaces the live one."""
         left = MemberCard(
             card.peer_id, card.round, card.samples, card.device, card.wallet, None, card.done, True
         )
-        self.dht.store(self.key, left.to_value(), get_dht_time() + min(self.ttl, 10.0), subkey=self.peer_id)
+        # The DHT keeps the value with the latest expiration, so the "left" card must outlive the live one.
+        self.dht.store(self.key, left.to_value(), get_dht_time() + self.ttl + 1.0, subkey=self.peer_id)
 
     def read(self) -> dict[str, MemberCard]:
         """Every card now in the DHT, live or left, by peer id (blocks for one DHT lookup)."""

@@ -382,8 +382,32 @@ class AgentNode:
             self._round_applied = False
         self.clock.train_end = time.time()
         log.info("stopping: %s", self.stop_reason)
+        if self._done_at is not None:
+            self._final_round(overlapped, model, trainer)
 
     # ---- averaging rounds --------------------------------------------------------------------------
+    def _final_round(
+        self, overlapped: OverlappedAveraging, model: torch.nn.Module, trainer: LocalTrainer
+    ) -> None:
+        """Once the swarm reached its target, average one last time so every agent keeps the same model.
+
+        Bounded in time: a peer that already left only makes the group smaller, and a failed round leaves
+        the agent with its last agreed parameters.
+        """
+        cfg = self.config.swarm
+        deadline = time.monotonic() + 2 * cfg.matchmaking_time + 10.0
+        while overlapped.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self._apply_finished_round(overlapped, model)
+        if overlapped.in_flight:
+            return
+        self._steps_since_round = max(self._steps_since_round, self._local_steps)
+        self._start_round(overlapped, model, trainer)
+        while overlapped.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+            self._apply_finished_round(overlapped, model)
+        log.info("final averaging round: %s", "done" if not overlapped.in_flight else "timed out")
+
     def _apply_plan(self, plan: RoundPlan, trainer: LocalTrainer) -> None:
         if plan.batch_size != trainer.batch_size or plan.local_steps != self._local_steps:
             log.info(
@@ -632,9 +656,7 @@ class AgentNode:
         )
         if members != self.members:
             self._reshard(members, trainer, train_labels, test_labels, test)
-        pooled = pool_evaluations(
-            fresh_evaluations(cards, max_age=cfg.training.eval_interval_s * 2.5), len(test_labels)
-        )
+        pooled = pool_evaluations(fresh_evaluations(cards, max_age=cfg.swarm.member_ttl), len(test_labels))
         accuracy = result.accuracy
         if pooled is not None:
             self.swarm_eval = {**asdict(pooled), "at": time.time()}
@@ -643,6 +665,7 @@ class AgentNode:
                 if self.clock.target_reached_at is None:
                     self.clock.target_reached_at = time.time()
                 self._done_at = pooled.accuracy
+                self._publish_card(directory, str(trainer.device), evaluation)  # tell the others at once
                 self.request_stop(
                     f"swarm reached {pooled.accuracy:.4f} >= target {cfg.training.target_accuracy}"
                 )

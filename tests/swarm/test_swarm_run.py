@@ -71,6 +71,7 @@ def test_swarm_survives_a_killed_agent_takes_a_late_joiner_and_reaches_95_percen
     # The late joiner downloaded the swarm's state instead of starting from scratch, and its first
     # evaluation was close to the swarm's accuracy at that time.
     joiner = statuses[4]
+    assert late.process.returncode == 0, joiner["stop_reason"]
     assert joiner["loaded_state"] is not None and joiner["loaded_state"]["round"] >= 1
     assert joiner["first_eval"]["at"] - joiner["clock"]["train_start"] < 5.0  # its first evaluation
     assert joiner["first_eval"]["accuracy"] > 0.9, joiner["first_eval"]  # a fresh model would be near 0.1
