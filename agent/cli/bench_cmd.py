@@ -2,6 +2,11 @@
 
 Example: ``hypergpu bench --agents 8 --model cnn-small --target-accuracy 0.98 --max-seconds 120
 --report runs/bench.json``. Prints a table and writes JSON with the fields README.md lists.
+
+With ``--ab --network regions3`` it runs the same swarm under the emulated network twice, adaptive
+(``swarm.adaptive``) and plain (StaticPolicy), then the adaptive swarm on the ``perfect`` network
+(``--no-perfect`` skips it): ``hypergpu bench --agents 8 --network regions3 --ab --model cnn
+--target-accuracy 0.97 --report FILE`` (see :mod:`agent.bench.ab`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from rich.table import Table
 from agent.bench.baseline import run_baseline
 from agent.cli.join_cmd import build_config
 from agent.cli.swarm_cmd import DEFAULT_MNIST, run_local_swarm
+from agent.errors import ConfigError
 from agent.logging_setup import setup_logging
+from agent.swarm.emulated import emulated_plan_extras
 from agent.swarm.launcher import default_run_dir
 
 
@@ -36,6 +43,15 @@ def bench(
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="TOML run configuration")] = None,
     skip_baseline: Annotated[bool, typer.Option(help="swarm only (no ratios)")] = False,
+    network: Annotated[
+        str | None, typer.Option(help="emulated network for the swarm: built-in name or TOML file")
+    ] = None,
+    ab: Annotated[
+        bool, typer.Option("--ab", help="adaptive vs plain swarm under --network (A/B), same invocation")
+    ] = False,
+    perfect: Annotated[
+        bool, typer.Option(help="--ab: also run the adaptive swarm on the perfect network")
+    ] = True,
 ) -> None:
     """Measure the swarm against a single-process baseline on the same machine, in the same run."""
     setup_logging("WARNING", None)
@@ -45,6 +61,20 @@ def bench(
     cfg = build_config(
         config, data_dir=data_dir, model=model, target_accuracy=target_accuracy, expected_agents=agents
     )
+    if ab:
+        from agent.bench.ab import ab_table, run_ab
+
+        if network is None:
+            raise ConfigError(
+                "--ab compares adaptive and plain swarms under a network: add --network regions3"
+            )
+        result = run_ab(cfg, agents, network, max_seconds, console=console, perfect=perfect)
+        Console().print(ab_table(result))
+        if report is not None:
+            report.parent.mkdir(parents=True, exist_ok=True)
+            report.write_text(json.dumps(result, indent=2))
+            console.print(f"wrote {report}")
+        return
     baseline = None
     if not skip_baseline:
         with console.status(
@@ -56,7 +86,10 @@ def bench(
             f"time to target {_fmt(baseline.time_to_target_s, '.1f', ' s')}"
         )
     run_dir = default_run_dir(f"bench-{cfg.swarm.run_id}")
-    swarm_report = run_local_swarm(cfg, agents, run_dir=run_dir, max_seconds=max_seconds, console=console)
+    extras = emulated_plan_extras(network, agents, run_dir) if network else None
+    swarm_report = run_local_swarm(
+        cfg, agents, run_dir=run_dir, max_seconds=max_seconds, console=console, plan_extras=extras
+    )
     result = {
         "agents": agents,
         "model": model,

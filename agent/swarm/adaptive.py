@@ -467,6 +467,7 @@ class AdaptivePolicy:
         return {
             "decisions": [asdict(decision) for decision in self.decisions[-50:]],
             "decisions_total": len(self.decisions),
+            "group_decisions": [asdict(d) for d in self.decisions if d.kind == "groups"][-10:],
             "group_plan": None
             if plan is None
             else {

@@ -48,6 +48,8 @@ class SwarmPlan:
         host_of: listen address per agent index (default 127.0.0.1 for all).
         network: emulated WAN (:class:`agent.swarm.emulated.EmulatedNetwork`): started before the agents,
             gives each agent its listen/announce addresses, gets round events, stopped after them.
+        stop_at_target: stop the agents ``stop_grace_s`` after the launcher saw the swarm reach the target
+            (see :meth:`LocalSwarm.pooled_slice_accuracy`), even those that have not noticed it themselves.
     """
 
     agents: int
@@ -60,6 +62,8 @@ class SwarmPlan:
     agent_args: dict[int, list[str]] = field(default_factory=dict)
     host_of: dict[int, str] = field(default_factory=dict)
     network: EmulatedNetwork | None = None
+    stop_at_target: bool = False
+    stop_grace_s: float = 10.0
 
 
 @dataclass
@@ -128,6 +132,7 @@ class LocalSwarm:
         self.agents: list[AgentProcess] = []
         self.progress: list[ProgressPoint] = []
         self.started_at = time.time()
+        self.target_seen_at: float | None = None  # when the launcher saw the pooled slices reach the target
 
     # ---- processes ---------------------------------------------------------------------------------
     def __enter__(self) -> LocalSwarm:
@@ -285,7 +290,34 @@ class LocalSwarm:
         self.progress.append(point)
         if self.plan.network is not None and self.plan.network.running:
             self.plan.network.on_round(point.round)
+        pooled = self.pooled_slice_accuracy()
+        if (
+            self.target_seen_at is None
+            and pooled is not None
+            and pooled >= self.plan.config.training.target_accuracy
+        ):
+            self.target_seen_at = time.time()
+            log.info("the agents' test slices pool to %.4f >= target", pooled)
         return point
+
+    def pooled_slice_accuracy(self, max_age_s: float = 10.0) -> float | None:
+        """The swarm's test accuracy pooled here from the agents' own latest slice evaluations.
+
+        Each agent evaluates the agreed (anchor) model on its slice of the test set and writes the
+        result to ``status.json``; the slices partition the test set, so correct / total over every live
+        agent's evaluation (none older than ``max_age_s``) is the swarm's accuracy: the same figure the
+        agents pool through the DHT, without depending on DHT lookups. None unless every live agent has
+        a fresh evaluation.
+        """
+        now = time.time()
+        correct = total = 0.0
+        for agent in self.alive():
+            evaluation = agent.last_status.get("last_eval")
+            if not evaluation or now - float(evaluation.get("at", 0.0)) > max_age_s:
+                return None
+            correct += float(evaluation["accuracy"]) * int(evaluation["total"])
+            total += int(evaluation["total"])
+        return correct / total if total else None
 
     def wait(self, *, on_tick: Any = None, tick_s: float = 0.5, timeout_s: float | None = None) -> None:
         """Block until every agent has exited (or ``timeout_s``), sampling progress and memory each tick."""
@@ -298,6 +330,13 @@ class LocalSwarm:
             point = self.snapshot()
             if on_tick is not None:
                 on_tick(point)
+            if (
+                self.plan.stop_at_target
+                and self.target_seen_at is not None
+                and time.time() - self.target_seen_at >= self.plan.stop_grace_s
+            ):
+                log.info("target reached %.0f s ago: stopping the agents", self.plan.stop_grace_s)
+                self.stop_all()
             time.sleep(tick_s)
         self.read_statuses()
 
@@ -307,9 +346,11 @@ class LocalSwarm:
         return None if self.plan.network is None else self.plan.network.summary()
 
     def time_to_target_s(self) -> float | None:
+        """Seconds from the first agent's training start to the first sight of the target, by an agent
+        (DHT-pooled evaluation) or by the launcher (:meth:`pooled_slice_accuracy`)."""
         t0 = self.train_start()
         reached = [a.last_status.get("clock", {}).get("target_reached_at") for a in self.agents]
-        reached = [r for r in reached if r]
+        reached = [r for r in reached if r] + ([self.target_seen_at] if self.target_seen_at else [])
         if t0 is None or not reached:
             return None
         return min(reached) - t0
