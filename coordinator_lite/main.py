@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from agent.errors import ConfigError, PortInUseError, UserFacingError
+from agent.cli.entry import run_app
+from agent.errors import ConfigError, PortInUseError
 
 if TYPE_CHECKING:  # the heavy imports (web3, hivemind) happen inside the commands that need them
     from eth_account.signers.local import LocalAccount
@@ -370,27 +371,7 @@ def export(
 
 def main() -> None:
     """Entry point of the ``hypergpu-coordinator`` console script: one clear line per user error."""
-    try:
-        app(standalone_mode=False)
-    except UserFacingError as error:
-        log.debug("user-facing error", exc_info=True)
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("stopped.", err=True)
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("aborted.", err=True)
-        sys.exit(1)
-    except Exception as click_error:  # click usage errors: show click's own message, not a traceback
-        import click
-
-        if isinstance(click_error, click.ClickException):
-            click_error.show()
-            sys.exit(click_error.exit_code)
-        raise
+    run_app(app)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ its code, while the traceback goes to the log file at DEBUG level.
 from __future__ import annotations
 
 import logging
-import sys
 
 import typer
 
-from agent.errors import UserFacingError
+from agent.cli.entry import run_app
 
 app = typer.Typer(
     name="hypergpu",
@@ -41,32 +40,7 @@ log = logging.getLogger("hypergpu")
 
 def main() -> None:
     """Entry point of the ``hypergpu`` console script."""
-    try:
-        # typer turns Ctrl+C into Exit(130) and, outside standalone mode, returns that code
-        code = app(standalone_mode=False)
-        if code == 130:
-            typer.echo("stopped.", err=True)
-        if isinstance(code, int) and code:
-            sys.exit(code)
-    except UserFacingError as error:
-        log.debug("user-facing error", exc_info=True)
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-        sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("stopped.", err=True)
-        sys.exit(130)
-    except typer.Exit as done:
-        sys.exit(done.exit_code)
-    except typer.Abort:
-        typer.echo("aborted.", err=True)
-        sys.exit(1)
-    except Exception as click_error:  # click usage errors: show click's own message, not a traceback
-        import click
-
-        if isinstance(click_error, click.ClickException):
-            click_error.show()
-            sys.exit(click_error.exit_code)
-        raise
+    run_app(app)
 
 
 if __name__ == "__main__":
