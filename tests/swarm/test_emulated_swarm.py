@@ -80,18 +80,11 @@ def degraded_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         use_env=False,
     )
     network = EmulatedNetwork(scenario, AGENTS, run_dir)
-    plan = SwarmPlan(agents=AGENTS, config=config, run_dir=run_dir, max_seconds=150, network=network)
+    plan = SwarmPlan(
+        agents=AGENTS, config=config, run_dir=run_dir, max_seconds=150, network=network, stop_at_target=True
+    )
     with LocalSwarm(plan) as swarm:
-        reached: list[float] = []
-
-        def stop_soon_after_the_target(_point: object) -> None:
-            # Agents that miss the swarm's "target reached" record would train on to max_seconds.
-            if swarm.time_to_target_s() is not None:
-                reached.append(0.0)
-                if len(reached) > 20:  # ~10 s of ticks: time for the others to notice and stop
-                    swarm.stop_all()
-
-        swarm.wait(on_tick=stop_soon_after_the_target, timeout_s=300)
+        swarm.wait(timeout_s=300)
         swarm.stop_all()
     statuses = {agent.index: agent.last_status for agent in swarm.agents}
     return {
@@ -138,7 +131,7 @@ def test_the_adaptive_swarm_finds_the_sites_reacts_to_the_degraded_agent_and_con
     # Latency groups: at some point every agent planned the two sites as two clusters.
     sites = [sorted(peer_ids[i] for i in range(3)), sorted(peer_ids[i] for i in range(3, 6))]
     for index, report in reports.items():
-        planned = [d for d in report["decisions"] if d["kind"] == "groups"]
+        planned = report["group_decisions"]
         assert any("2 latency cluster(s)" in d["reason"] for d in planned), (index, planned)
     final_plans = [r["group_plan"]["clusters"] for r in reports.values() if r["group_plan"]]
     assert any(sorted(map(sorted, clusters)) == sites for clusters in final_plans), final_plans
@@ -166,7 +159,8 @@ def test_the_adaptive_swarm_finds_the_sites_reacts_to_the_degraded_agent_and_con
     assert statuses[DEGRADED]["rounds_ok"] >= 2
     # Deciding and monitoring cost each agent well under 5% of its wall time.
     for status in statuses.values():
-        wall = status["clock"]["train_end"] - status["clock"]["train_start"]
+        end = status["clock"]["train_end"] or status["written_at"]  # a killed agent wrote no train_end
+        wall = end - status["clock"]["train_start"]
         assert status["decision_seconds"] < 0.05 * wall, status["decision_seconds"]
 
 
