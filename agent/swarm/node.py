@@ -150,6 +150,7 @@ class AgentNode:
         self._group_bits: str | None = None
         self._done_at: float | None = None
         self._cards: dict[str, MemberCard] = {}
+        self._failed_streak = 0
         self._last_seen: dict[str, float] = {}
         self._averager: ModelAverager | None = None
         self._evidence: Any = None
@@ -579,6 +580,7 @@ class AgentNode:
                         peer_id=peer,
                     )
             self.stats.ok_rounds += 1
+            self._failed_streak = 0
             self.stats.add(
                 round_s=outcome.seconds,
                 group_size=n,
@@ -590,6 +592,13 @@ class AgentNode:
         else:
             self.rounds_failed += 1
             self.stats.failed_rounds += 1
+            self._failed_streak += 1
+            if self._failed_streak == 3:
+                log.warning(
+                    "no averaging group formed in the last 3 rounds (%s): training alone for now. "
+                    "Check that other agents use the same --run-id and that --initial-peers is reachable.",
+                    outcome.error or outcome.rejected_reason,
+                )
             log.info("averaging round skipped: %s", outcome.error or outcome.rejected_reason)
             self.board.alert(
                 "round_failed",
