@@ -17,6 +17,13 @@ class _UtcFormatter(logging.Formatter):
     converter = _time.gmtime
 
 
+def _no_library_tracebacks(record: logging.LogRecord) -> bool:
+    """Console filter: hivemind's own tracebacks (e.g. a peer vanishing mid-round, or its helper processes
+    stopping at shutdown) are expected events for us, handled and reported in one line by the agent; the
+    full record still goes to the log file."""
+    return not (record.name.startswith("hivemind") and record.exc_info)
+
+
 def setup_logging(
     level: str = "INFO",
     file: Path | None = None,
@@ -41,6 +48,7 @@ def setup_logging(
     if console:
         stream = RichHandler(show_path=False, rich_tracebacks=False, log_time_format="%H:%M:%S")
         stream.setLevel(level)
+        stream.addFilter(_no_library_tracebacks)
         stream._hypergpu = True  # type: ignore[attr-defined]
         root.addHandler(stream)
     if file is not None:
