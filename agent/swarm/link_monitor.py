@@ -2,7 +2,8 @@
 
 A :class:`LinkMonitor` runs one background thread in the agent:
 
-* **active**: every ``ping_interval_s`` it pings every peer of the run through the DHT's libp2p host
+* **active**: it pings every peer of the run (each second until a peer has ``warmup_pings`` answers,
+  then every ``steady_ping_interval_s``) through the DHT's libp2p host
   (hivemind's ``DHTProtocol.rpc_ping``, as Petals' ``petals/utils/ping.py`` does; not ICMP), in parallel,
   inside the DHT process; a ping slower than the adaptive ping timeout counts as lost (on TCP a lost
   segment is a stall, not a missing answer);
@@ -10,7 +11,8 @@ A :class:`LinkMonitor` runs one background thread in the agent:
   seconds, bytes per peer, success);
 * both feed :class:`agent.network.link_stats.PeerMonitor` (RTT EWMA, jitter, loss, reliability,
   bandwidth, trend, quality class with hysteresis, alerts);
-* every ``publish_interval_s`` it stores its compact summary (``encode_link_summary``, ~14 bytes per
+* every ``publish_interval_s`` (the first ``warmup_publications`` times, then every
+  ``steady_publish_interval_s``) it stores its compact summary (``encode_link_summary``, ~14 bytes per
   peer) plus its quarantine votes in the DHT under ``{run}_links`` and reads everyone else's, so every
   agent knows the swarm's RTT matrix (:class:`SwarmLinks`).
 
@@ -77,8 +79,13 @@ def links_key(run_id: str) -> str:
 class MonitorConfig:
     """Cadence and limits of the monitor. Seconds throughout.
 
-    - ``ping_interval_s``: time between two ping sweeps over all peers.
-    - ``publish_interval_s``: time between two publications (and reads) of the summaries.
+    - ``ping_interval_s``: the monitor's tick: a sweep pings the peers that are due.
+    - ``warmup_pings`` / ``steady_ping_interval_s``: a peer is due every tick until it answered this
+      many pings (RTT, jitter and a quality class in seconds), then every this many seconds.
+    - ``publish_interval_s`` / ``warmup_publications`` / ``steady_publish_interval_s``: the first
+      publications (and reads) of the summaries come this often, later ones every
+      ``steady_publish_interval_s`` (the matrix settles quickly; the cadence keeps monitoring bytes
+      under 1% of training bytes, see agent/network/README.md).
     - ``record_ttl_s``: a summary expires this long after it was stored (an agent that left drops out).
     - ``ping_timeout``: adaptive ping timeout; a slower answer counts as a lost ping.
     - ``max_peers``: ping at most this many peers per sweep (the ones pinged longest ago first).
@@ -87,8 +94,12 @@ class MonitorConfig:
     """
 
     ping_interval_s: float = 1.0
+    warmup_pings: int = 10
+    steady_ping_interval_s: float = 10.0
     publish_interval_s: float = 4.0
-    record_ttl_s: float = 30.0
+    warmup_publications: int = 4
+    steady_publish_interval_s: float = 30.0
+    record_ttl_s: float = 75.0
     ping_timeout: TimeoutPolicy = field(
         default_factory=lambda: TimeoutPolicy(initial_s=2.0, min_s=0.5, max_s=5.0)
     )
@@ -271,27 +282,45 @@ class LinkMonitor:
             self._thread.join(timeout=self.config.ping_timeout.max_s + 5)
 
     def _run(self) -> None:
-        next_publish = time.monotonic() + self.config.publish_interval_s
-        while not self._stop.wait(self.config.ping_interval_s):
+        config = self.config
+        next_publish = time.monotonic() + config.publish_interval_s
+        while not self._stop.wait(config.ping_interval_s):
             try:
                 self.ping_sweep()
                 if time.monotonic() >= next_publish:
-                    next_publish = time.monotonic() + self.config.publish_interval_s
                     self.publish_and_read()
+                    warm = self.publications <= config.warmup_publications
+                    interval = config.publish_interval_s if warm else config.steady_publish_interval_s
+                    next_publish = time.monotonic() + interval
             except Exception as exc:  # the monitor must never take the agent down; the next sweep retries
                 log.warning("link monitor: %s: %s", type(exc).__name__, exc)
 
     # ---- measurements ------------------------------------------------------------------------------
-    def peers_to_ping(self) -> list[str]:
-        """Every other publisher of the run, the ones pinged longest ago first, at most ``max_peers``."""
+    def peers_to_ping(self, due_only: bool = False) -> list[str]:
+        """Other publishers of the run (only those due, if asked), pinged longest ago first, at most
+        ``max_peers``."""
+        now = time.monotonic()
         with self._lock:
-            candidates = [peer for peer in self._latest.publishers if peer != self.peer_id]
+            candidates = [
+                peer
+                for peer in self._latest.publishers
+                if peer != self.peer_id and (not due_only or now >= self._next_ping_at(peer))
+            ]
         candidates.sort(key=lambda peer: (self._last_ping.get(peer, 0.0), peer))
         return candidates[: self.config.max_peers]
 
-    def ping_sweep(self) -> dict[str, float | None]:
-        """Ping every peer once; feed the estimators; returns milliseconds (None = lost) per peer."""
-        peers = self.peers_to_ping()
+    def _next_ping_at(self, peer: str) -> float:
+        """Monotonic time when ``peer`` is due (caller locks): each tick while warming up, then less."""
+        last = self._last_ping.get(peer)
+        if last is None:
+            return 0.0
+        warm = self.monitor.estimator(peer).rtt_samples < self.config.warmup_pings
+        return last + (self.config.ping_interval_s if warm else self.config.steady_ping_interval_s) - 0.05
+
+    def ping_sweep(self, every_peer: bool = False) -> dict[str, float | None]:
+        """Ping the peers that are due (all, with ``every_peer``); feed the estimators; returns
+        milliseconds (None = lost) per peer pinged."""
+        peers = self.peers_to_ping(due_only=not every_peer)
         if not peers:
             return {}
         timeout_s = self.ping_timeout.seconds
