@@ -9,9 +9,10 @@ modules of :mod:`agent.adaptation`:
   averages with its cluster (its hivemind group key bits). Agents reading the same summaries compute
   the same plan (its fingerprint is logged). Once per ``cross_cluster_period_s`` of DHT time its first
   round uses the global key instead, so the clusters mix and converge to one model.
-* **local work** (:class:`agent.adaptation.local_work.LocalWorkController`): batch size and local
-  steps from the agent's round overhead, the RTT and loss towards its group, its compute speed and the
-  group's cadence, one level at a time, with rollback of a change that lowered throughput.
+* **local work** (:class:`agent.adaptation.local_work.LocalWorkController`): local steps between
+  rounds from the agent's round duration, the RTT and loss towards its group, its compute speed and
+  the group's cadence, one level at a time, with rollback of a change that lowered throughput (the
+  batch size is held by default, see ``__init__``; ``AdaptiveSettings.local_work`` can free it).
 * **timeouts** (:class:`agent.adaptation.timeouts.AdaptiveTimeout`): the round timeout follows a high
   percentile of recent round durations.
 * **who averages** (:class:`agent.adaptation.peer_selection.PeerSelector`): each member reports its
@@ -155,7 +156,14 @@ class AdaptivePolicy:
             min_steps=1,
             max_steps=max(64, steps),
         )
-        work_config = self.settings.local_work or LocalWorkConfig(bounds=bounds)
+        # The loop averages in the background (OverlappedAveraging): a round costs no idle compute, only
+        # staleness. So local work is sized to about one round's duration (overhead fraction 0.5): shorter
+        # and rounds queue up, longer and the agents average less often than the links allow. The batch
+        # is held (the learning rate was tuned for it; a larger batch at the same rate converges slower
+        # per sample, measured in the A/B benchmark): only the local steps move.
+        work_config = self.settings.local_work or LocalWorkConfig(
+            bounds=bounds, target_overhead_fraction=0.5, hold_effective_batch=True
+        )
         self.local_work = LocalWorkController(LocalWorkPlan.of(batch, steps), work_config)
         floor = swarm.matchmaking_time + 2.0  # hivemind needs the matchmaking time plus an all-reduce
         self.round_timeout = AdaptiveTimeout(
