@@ -20,8 +20,10 @@ the shaper.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -133,6 +135,9 @@ def run_ab(
     the time limit allows (baseline limit / adaptive time) when only the baseline missed it.
     """
     console = console or Console(stderr=True)
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
+        # SIGTERM unwinds like Ctrl+C, so each LocalSwarm stops its agents (they run in their own sessions).
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.time()
     load_before = os.getloadavg()
     adaptive = _one_run(
@@ -171,6 +176,10 @@ def run_ab(
         "wall_seconds": time.time() - started,
     }
     return result
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _fmt(value: Any, spec: str = ".1f", unit: str = "") -> str:
