@@ -169,6 +169,12 @@ def swarm(
     ] = None,
     web_port_base: Annotated[int | None, typer.Option(help="agent i serves its page on this + i")] = None,
     network: Annotated[str | None, typer.Option(help="network scenario: built-in name or TOML file")] = None,
+    adaptive: Annotated[
+        bool | None,
+        typer.Option(
+            "--adaptive/--no-adaptive", help="network-aware groups, local work, timeouts (swarm.adaptive)"
+        ),
+    ] = None,
     attest: Annotated[
         bool,
         typer.Option("--attest", help="attest on chain: local anvil, contract, wallets, coordinator, claims"),
@@ -193,6 +199,8 @@ def swarm(
         target_accuracy=target_accuracy,
         expected_agents=agents,
     )
+    if adaptive is not None:
+        cfg = cfg.model_copy(update={"swarm": cfg.swarm.model_copy(update={"adaptive": adaptive})})
     folder = run_dir or default_run_dir(cfg.swarm.run_id)
     extras = _network_plan(network, agents, folder) if network else None
     console = Console(stderr=True)
