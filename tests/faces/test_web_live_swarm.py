@@ -138,7 +138,7 @@ def test_live_agent_page(tmp_path: Path) -> None:
     )
     base = _free_port_range(2)
     plan = SwarmPlan(
-        agents=2, config=config, run_dir=tmp_path, max_seconds=120, threads_per_agent=1, web_port_base=base
+        agents=2, config=config, run_dir=tmp_path, max_seconds=300, threads_per_agent=1, web_port_base=base
     )
     url = f"http://127.0.0.1:{base}/"
     with LocalSwarm(plan) as swarm:
