@@ -11,10 +11,11 @@ A :class:`LinkMonitor` runs one background thread in the agent:
   seconds, bytes per peer, success);
 * both feed :class:`agent.network.link_stats.PeerMonitor` (RTT EWMA, jitter, loss, reliability,
   bandwidth, trend, quality class with hysteresis, alerts);
-* every ``publish_interval_s`` (the first ``warmup_publications`` times, then every
-  ``steady_publish_interval_s``) it stores its compact summary (``encode_link_summary``, ~14 bytes per
-  peer) plus its quarantine votes in the DHT under ``{run}_links`` and reads everyone else's, so every
-  agent knows the swarm's RTT matrix (:class:`SwarmLinks`).
+* every ``publish_interval_s`` (the first ``warmup_publications`` times, reading every replica; then
+  every ``steady_publish_interval_s``, reading the first replica that answers) it stores its compact
+  summary (``encode_link_summary``, ~14 bytes per peer) plus its quarantine votes in the DHT under
+  ``{run}_links`` and reads everyone else's, so every agent knows the swarm's RTT matrix
+  (:class:`SwarmLinks`).
 
 **Signing**: records are signed with hivemind's ``RSASignatureValidator``: this agent's DHT gets the
 validator (``dht.add_validators``), the subkey carries the agent's RSA public key (``[owner:...]``), the
@@ -97,8 +98,8 @@ class MonitorConfig:
     warmup_pings: int = 10
     steady_ping_interval_s: float = 10.0
     publish_interval_s: float = 4.0
-    warmup_publications: int = 4
-    steady_publish_interval_s: float = 30.0
+    warmup_publications: int = 3
+    steady_publish_interval_s: float = 45.0
     record_ttl_s: float = 75.0
     ping_timeout: TimeoutPolicy = field(
         default_factory=lambda: TimeoutPolicy(initial_s=2.0, min_s=0.5, max_s=5.0)
@@ -390,7 +391,11 @@ class LinkMonitor:
             expiration_time=now + self.config.record_ttl_s,
             subkey=self._validator.local_public_key,
         )
-        found = self.dht.get(links_key(self.run_id), latest=True)
+        # While warming up, ask every replica (the newest of every record); later the first replica
+        # that answers is enough: all agents store under one key, so every replica holds every record,
+        # and a record a few seconds old changes no plan (plans need two agreeing replans anyway).
+        warm = self.publications < self.config.warmup_publications
+        found = self.dht.get(links_key(self.run_id), latest=warm)
         started = time.perf_counter()
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
         links, peer_votes = parse_links(entries, self._members())
@@ -401,7 +406,7 @@ class LinkMonitor:
             self._latest = latest
             self.publications += 1
             self.bytes_estimate += replicas * (size + DHT_REQUEST_OVERHEAD_BYTES)
-            self.bytes_estimate += replicas * (read_size + DHT_REQUEST_OVERHEAD_BYTES)
+            self.bytes_estimate += (replicas if warm else 1) * (read_size + DHT_REQUEST_OVERHEAD_BYTES)
         self._refresh_board()
         self.busy_seconds += busy + time.perf_counter() - started
         return latest
