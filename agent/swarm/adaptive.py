@@ -338,10 +338,11 @@ class AdaptivePolicy:
         """Hysteresis: a different plan is adopted only when two replans in a row computed it.
 
         A peer whose RTT to two clusters is about equal would otherwise flip between them with every
-        noisy summary. The first plan, and a plan that drops a quarantined or departed peer, count at
-        once: the old one would keep waiting for a peer that is not coming.
+        noisy summary. The first plan, the first one from measurements, and a plan that drops a
+        quarantined or departed peer count at once (the old one would keep waiting for a peer that
+        is not coming).
         """
-        if previous is None or previous.fingerprint == plan.fingerprint:
+        if previous is None or previous.fingerprint == plan.fingerprint or _unmeasured(previous):
             self._candidate = None
             return True
         if set(previous.assignments) - set(plan.assignments):
@@ -500,6 +501,14 @@ class AdaptivePolicy:
                 "alerts": len(monitor.alerts),
             },
         }
+
+
+def _unmeasured(plan: GroupPlan) -> bool:
+    """Whether ``plan`` was made before any RTT was measured (everyone in one fallback cluster)."""
+    return all(
+        assignment.fallback is not None and assignment.fallback.startswith("no RTT measurements in the swarm")
+        for assignment in plan.assignments.values()
+    )
 
 
 def _parameter_bytes(config: RunConfig) -> int:

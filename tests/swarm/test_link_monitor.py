@@ -10,6 +10,7 @@ import pytest
 from hivemind.utils import get_dht_time
 from hivemind.utils.crypto import RSAPrivateKey
 
+from agent.status import StatusBoard
 from agent.swarm.emulated import EmulatedNetwork
 from agent.swarm.link_monitor import (
     DHT_REQUEST_OVERHEAD_BYTES,
@@ -62,6 +63,7 @@ def test_pings_measure_the_emulated_rtt_and_signed_summaries_build_the_matrix(tw
     network, dhts = two_dhts
     ids = [dht.peer_id.to_base58() for dht in dhts]
     config = MonitorConfig(ping_interval_s=3600, publish_interval_s=3600)  # driven by hand below
+    boards = [StatusBoard(), StatusBoard()]
     monitors = [
         LinkMonitor(
             dht,
@@ -70,8 +72,9 @@ def test_pings_measure_the_emulated_rtt_and_signed_summaries_build_the_matrix(tw
             config=config,
             votes=lambda: PeerVotes(quarantined=(ids[1],)),
             signing_key=RSAPrivateKey(),  # one process here: give each "agent" its own key
+            board=board,
         )
-        for dht, peer in zip(dhts, ids, strict=True)
+        for dht, peer, board in zip(dhts, ids, boards, strict=True)
     ]
     for monitor in monitors:
         monitor.dht.add_validators([monitor._validator])
@@ -101,6 +104,12 @@ def test_pings_measure_the_emulated_rtt_and_signed_summaries_build_the_matrix(tw
     links = monitors[0].publish_and_read()
     assert set(links.publishers) == set(ids)
     assert links.votes[ids[0]].quarantined == (ids[1],)
+    # The board shows the peer's row and the swarm's matrix.
+    snapshot = boards[0].snapshot()
+    assert [row.peer_id for row in snapshot.peers] == [ids[1]]
+    assert snapshot.peers[0].rtt_ms == pytest.approx(median, rel=0.5)
+    assert snapshot.peers[0].quality != "unknown"  # 30 pings: enough for a class
+    assert set(snapshot.rtt_matrix.peers) == set(ids)
     matrix = monitors[1].latest().matrix()
     row = matrix.rtt_ms[matrix.peers.index(ids[0])]
     assert row[matrix.peers.index(ids[1])] == pytest.approx(median, rel=0.5)
