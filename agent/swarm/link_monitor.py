@@ -11,8 +11,8 @@ A :class:`LinkMonitor` runs one background thread in the agent:
   seconds, bytes per peer, success);
 * both feed :class:`agent.network.link_stats.PeerMonitor` (RTT EWMA, jitter, loss, reliability,
   bandwidth, trend, quality class with hysteresis, alerts);
-* every ``publish_interval_s`` (the first ``warmup_publications`` times, reading every replica; then
-  every ``steady_publish_interval_s``, reading the first replica that answers) it stores its compact
+* every ``publish_interval_s`` (the first ``warmup_publications`` times, then every
+  ``steady_publish_interval_s``) it stores its compact
   summary (``encode_link_summary``, ~14 bytes per peer) plus its quarantine votes in the DHT under
   ``{run}_links`` and reads everyone else's, so every agent knows the swarm's RTT matrix
   (:class:`SwarmLinks`).
@@ -391,11 +391,10 @@ class LinkMonitor:
             expiration_time=now + self.config.record_ttl_s,
             subkey=self._validator.local_public_key,
         )
-        # While warming up, ask every replica (the newest of every record); later the first replica
-        # that answers is enough: all agents store under one key, so every replica holds every record,
-        # and a record a few seconds old changes no plan (plans need two agreeing replans anyway).
-        warm = self.publications < self.config.warmup_publications
-        found = self.dht.get(links_key(self.run_id), latest=warm)
+        # latest=True: every replica is asked. With latest=False hivemind answers from the first store
+        # holding the key, often this agent's own local store with only its own record (seen in the A/B
+        # benchmark: plans collapsed to "one cluster from 1 summaries").
+        found = self.dht.get(links_key(self.run_id), latest=True)
         started = time.perf_counter()
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
         links, peer_votes = parse_links(entries, self._members())
@@ -406,7 +405,7 @@ class LinkMonitor:
             self._latest = latest
             self.publications += 1
             self.bytes_estimate += replicas * (size + DHT_REQUEST_OVERHEAD_BYTES)
-            self.bytes_estimate += (replicas if warm else 1) * (read_size + DHT_REQUEST_OVERHEAD_BYTES)
+            self.bytes_estimate += replicas * (read_size + DHT_REQUEST_OVERHEAD_BYTES)
         self._refresh_board()
         self.busy_seconds += busy + time.perf_counter() - started
         return latest
