@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -189,6 +190,8 @@ def swarm(
 ) -> None:
     """Start a bootstrap peer and N agents on this machine, train to the target, write report.json + plot."""
     setup_logging("WARNING", None)
+    # SIGTERM unwinds like Ctrl+C, so the launcher stops its agents (they run in their own sessions).
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     if data_dir is None and DEFAULT_MNIST.is_dir():
         data_dir = DEFAULT_MNIST.resolve()
     cfg = build_config(
@@ -223,6 +226,10 @@ def swarm(
     )
     Console().print(summary_table(report))
     console.print(f"wrote {folder / 'report.json'} and {folder / 'progress.png'}")
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _network_plan(network: str, agents: int, folder: Path) -> dict[str, Any]:
