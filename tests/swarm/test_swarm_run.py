@@ -76,9 +76,6 @@ def test_swarm_survives_a_killed_agent_takes_a_late_joiner_and_reaches_95_percen
     assert joiner["first_eval"]["at"] - joiner["clock"]["train_start"] < 5.0  # its first evaluation
     assert joiner["first_eval"]["accuracy"] > 0.9, joiner["first_eval"]  # a fresh model would be near 0.1
 
-    # The crash was seen: the survivors dropped the dead peer from their membership and resharded.
-    assert all(statuses[i]["members"] <= 4 for i in (0, 1, 2))
-
     final = evaluate_checkpoints(tmp_path, plan.config)
     assert {"0", "1", "2", "4"} <= set(final)
     assert min(final[i] for i in ("0", "1", "2")) >= 0.95, final
