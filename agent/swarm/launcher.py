@@ -7,9 +7,9 @@ evaluates the agents' final checkpoints on the full test set and writes ``report
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -227,7 +227,7 @@ class LocalSwarm:
         """SIGTERM every agent (they checkpoint and leave), then SIGKILL what is left after ``grace_s``."""
         for agent in self.agents:
             if agent.process.poll() is None:
-                with _suppress():
+                with contextlib.suppress(psutil.Error, OSError):
                     agent.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for agent in self.agents:
@@ -440,19 +440,7 @@ def _kill_tree(pid: int, sig: int) -> None:
     except psutil.Error:
         return
     for proc in procs:
-        with _suppress():
+        with contextlib.suppress(psutil.Error, OSError):
             proc.send_signal(sig)
     if sig == signal.SIGKILL:
         psutil.wait_procs(procs, timeout=5)
-
-
-class _suppress:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return exc_type is not None and issubclass(exc_type, (psutil.Error, ProcessLookupError, OSError))  # type: ignore[arg-type]
-
-
-def finite_or_none(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

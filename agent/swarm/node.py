@@ -32,6 +32,7 @@ from agent.protocol.messages import AveragingRoundReport, NodeStatus, TrainingMe
 from agent.status import AlertLevel, StatusBoard
 from agent.swarm.averaging import ModelAverager, OverlappedAveraging, RoundOutcome, update_norm_outliers
 from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
+from agent.swarm.launcher import process_tree_pss_mb
 from agent.swarm.membership import (
     EvalRecord,
     MemberCard,
@@ -895,7 +896,7 @@ class AgentNode:
         """PSS of this agent's process tree, sampled at most every 10 s (reading smaps is not free)."""
         now = time.monotonic()
         if now - self._memory_at >= 10.0 or self._memory_value is None:
-            self._memory_value = _tree_memory_mb()
+            self._memory_value = process_tree_pss_mb(os.getpid())
             self._memory_at = now
         return self._memory_value
 
@@ -951,21 +952,6 @@ def _utc(timestamp: float) -> Any:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(timestamp, UTC)
-
-
-def _tree_memory_mb() -> float:
-    """Proportional set size (PSS) of this process and its children, MiB: shared pages counted once."""
-    total = 0.0
-    try:
-        me = psutil.Process()
-        for proc in [me, *me.children(recursive=True)]:
-            try:
-                total += proc.memory_full_info().pss
-            except (psutil.Error, AttributeError):
-                continue
-    except psutil.Error:
-        return math.nan
-    return total / 2**20
 
 
 def _quietly(action: Any) -> None:
