@@ -90,7 +90,7 @@ def run_local_swarm(
             for index in range(agents):
                 console.print(f"agent {index}: http://127.0.0.1:{web_port_base + index}/")
         with Live(
-            progress_line(None, agents), console=console, refresh_per_second=4, transient=False
+            progress_line(None, agents), console=console, refresh_per_second=2, transient=False
         ) as live:
             swarm.wait(on_tick=lambda point: live.update(progress_line(point, agents)))
         if hooks is not None:

@@ -105,6 +105,7 @@ class OverlappedAveraging:
     _anchor: list[torch.Tensor] = field(default_factory=list)
     _momentum: list[torch.Tensor] = field(default_factory=list)
     _started: float = 0.0
+    version: int = 0  # bumped whenever the anchor changes, so evaluation can skip an unchanged model
 
     def __post_init__(self) -> None:
         self.reset_anchor()
@@ -114,6 +115,7 @@ class OverlappedAveraging:
         with torch.no_grad():
             self._anchor = [p.detach().cpu().clone() for p in self.parameters]
             self._momentum = [torch.zeros_like(a) for a in self._anchor]
+        self.version += 1
 
     @property
     def anchor(self) -> list[torch.Tensor]:
@@ -171,6 +173,7 @@ class OverlappedAveraging:
                 new_anchor = self._anchor[i] - self.outer_lr * pseudo_gradient
                 param.add_((new_anchor - snap).to(param.device))  # keep the progress made during the round
                 self._anchor[i] = new_anchor
+        self.version += 1
         return RoundOutcome(True, group_id, members, gathered, seconds)
 
     def cancel(self) -> None:

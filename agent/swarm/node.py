@@ -32,6 +32,7 @@ from agent.protocol.messages import AveragingRoundReport, NodeStatus, TrainingMe
 from agent.status import AlertLevel, StatusBoard
 from agent.swarm.averaging import ModelAverager, OverlappedAveraging, RoundOutcome, update_norm_outliers
 from agent.swarm.dht_node import DhtOptions, start_dht, visible_maddrs
+from agent.swarm.eval_schedule import SUBSAMPLE, choose_evaluation
 from agent.swarm.launcher import process_tree_pss_mb
 from agent.swarm.membership import (
     EvalRecord,
@@ -141,6 +142,9 @@ class AgentNode:
         self._round_meta: dict[str, Any] = {}
         self._round_applied = False
         self._test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._eval_record: EvalRecord | None = None  # the last evaluation, republished until the next
+        self._eval_version: int | None = None  # the anchor version it evaluated
+        self._eval_monotonic = 0.0
         self._overlapped: OverlappedAveraging | None = None
         self.loaded_state: dict[str, Any] | None = None
         self.resumed_from: dict[str, Any] | None = None
@@ -635,20 +639,43 @@ class AgentNode:
     ) -> None:
         cfg = self.config
         assert self._test_tensors is not None
-        with _parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
-            result = trainer.evaluate(*self._test_tensors)  # the agreed (anchor) model, not the local drift
-        self.last_eval = {
-            "accuracy": result.accuracy,
-            "loss": result.loss,
-            "total": result.total,
-            "at": time.time(),
-        }
-        self.first_eval = self.first_eval or self.last_eval
-        evaluation = EvalRecord(
-            self.peer_id, result.correct, result.total, result.loss * result.total, get_dht_time()
+        version = self._overlapped.version if self._overlapped else 0
+        now_mono = time.monotonic()
+        estimate = (self.swarm_eval or self.last_eval or {}).get("accuracy")
+        choice = choose_evaluation(
+            anchor_version=version,
+            evaluated_version=self._eval_version,
+            evaluated_full=bool(self.last_eval and self.last_eval.get("full")),
+            evaluated_age_s=None if self._eval_record is None else now_mono - self._eval_monotonic,
+            refresh_after_s=cfg.swarm.member_ttl / 2,
+            accuracy=estimate,
+            target=cfg.training.target_accuracy,
         )
+        if choice.run or self._eval_record is None:
+            images, labels = self._test_tensors
+            if not choice.full:
+                images, labels = images[::SUBSAMPLE], labels[::SUBSAMPLE]
+            started = time.perf_counter()
+            with _parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
+                result = trainer.evaluate(images, labels)  # the agreed (anchor) model, not the local drift
+            self.loop_seconds["evaluate"] += time.perf_counter() - started
+            self.last_eval = {
+                "accuracy": result.accuracy,
+                "loss": result.loss,
+                "total": result.total,
+                "full": choice.full,
+                "at": time.time(),
+            }
+            self.first_eval = self.first_eval or self.last_eval
+            self._eval_record = EvalRecord(
+                self.peer_id, result.correct, result.total, result.loss * result.total, get_dht_time()
+            )
+            self._eval_version, self._eval_monotonic = version, now_mono
+        evaluation = self._eval_record
+        started = time.perf_counter()
         self._publish_card(directory, str(trainer.device), evaluation)
         fetched = directory.read_async()  # the lookup started last tick; never blocks training
+        self.loop_seconds["membership"] += time.perf_counter() - started
         if fetched is not None:
             self._cards = fetched
         cards = self._cards
@@ -667,7 +694,7 @@ class AgentNode:
         if members != self.members:
             self._reshard(members, trainer, train_labels, test_labels, test)
         pooled = pool_evaluations(fresh_evaluations(cards, max_age=cfg.swarm.member_ttl), len(test_labels))
-        accuracy = result.accuracy
+        accuracy = self.last_eval["accuracy"] if self.last_eval else 0.0
         if pooled is not None:
             self.swarm_eval = {**asdict(pooled), "at": time.time()}
             accuracy = pooled.accuracy
@@ -686,7 +713,7 @@ class AgentNode:
         self.board.update(accuracy=accuracy, eta_to_target_s=self._eta(accuracy))
         self.board.record_metrics(
             TrainingMetrics(
-                loss=loss if math.isfinite(loss) else result.loss,
+                loss=loss if math.isfinite(loss) else float((self.last_eval or {}).get("loss", math.nan)),
                 accuracy=accuracy,
                 epoch=trainer.epochs_done,
                 step=trainer.steps_done,
@@ -765,6 +792,7 @@ class AgentNode:
         trainer.set_shard(_shard_of(train_labels, members, "train", self.peer_id))
         index = torch.from_numpy(_shard_of(test_labels, members, "test", self.peer_id))
         self._test_tensors = (test.images[index], test.labels[index])
+        self._eval_version = None  # a new slice: the last evaluation no longer describes it
         log.info("membership changed (%d members): resharded to %d samples", len(members), len(trainer.shard))
 
     def _swarm_has_progress(self, directory: SwarmDirectory) -> bool:
