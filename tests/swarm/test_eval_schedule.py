@@ -45,3 +45,15 @@ def test_near_the_target_the_whole_slice_is_evaluated_even_for_an_unchanged_mode
 
 def test_a_whole_slice_evaluation_of_the_same_model_is_not_repeated():
     assert not _choose(evaluated_full=True, accuracy=0.979).run
+
+
+def test_far_from_the_target_a_changed_model_waits_for_the_estimate_interval():
+    assert not _choose(anchor_version=4, evaluated_age_s=1.0, estimate_every_s=4.0).run
+    assert _choose(anchor_version=4, evaluated_age_s=4.0, estimate_every_s=4.0).run
+
+
+def test_near_the_target_a_changed_model_is_evaluated_at_once():
+    choice = _choose(
+        anchor_version=4, evaluated_full=True, evaluated_age_s=0.5, estimate_every_s=4.0, accuracy=0.975
+    )
+    assert choice.run and choice.full
