@@ -12,6 +12,7 @@ import hivemind
 from hivemind.utils.multiaddr import Multiaddr
 
 from agent.errors import BootstrapError, ConfigError, PortInUseError
+from agent.swarm.orphans import children_die_with_this_process
 
 log = logging.getLogger("hypergpu.dht")
 
@@ -77,6 +78,7 @@ def start_dht(options: DhtOptions) -> hivemind.DHT:
     """
     _check_port_free(options.host, options.port)
     _validate_peers(options.initial_peers)
+    children_die_with_this_process()  # no orphaned DHT process or p2pd holding the port after a SIGKILL
     kwargs: dict[str, object] = {"host_maddrs": [f"/ip4/{options.host}/tcp/{options.port}"]}
     if options.announce_host is not None:
         kwargs["announce_maddrs"] = [
