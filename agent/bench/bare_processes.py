@@ -3,7 +3,7 @@
 Example: ``python -m agent.bench.bare_processes --processes 8 --seconds 12`` prints the samples/s of one
 process with every core (the ``hypergpu bench`` baseline's setting) and of N single-thread processes
 training at once, and their ratio: the ceiling of an N-agent swarm's throughput ratio on this machine
-before any coordination (no hivemind, no evaluation, no data sharding, random batches).
+before any coordination (no hivemind, no evaluation, no averaging).
 """
 
 from __future__ import annotations
@@ -12,11 +12,17 @@ import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 
+from agent.cli.swarm_cmd import DEFAULT_MNIST
+from agent.protocol.config import TrainingConfig
+from agent.training.datasets import load_dataset
+from agent.training.local_trainer import LocalTrainer
 from agent.training.models import build_model
 
 
@@ -29,30 +35,48 @@ class BareThroughput:
     samples_per_s: float
 
 
-def _train(model_name: str, batch_size: int, seconds: float, threads: int, results: mp.Queue) -> None:
+def _train(data_dir: Path, model_name: str, seconds: float, threads: int, results: mp.Queue) -> None:
     torch.set_num_threads(threads)
-    torch.manual_seed(os.getpid())
-    model = build_model(model_name, num_classes=10, in_channels=1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    images, labels = torch.randn(4096, 1, 28, 28), torch.randint(0, 10, (4096,))
+    training = TrainingConfig(data_dir=data_dir, model=model_name)  # the agents' defaults
+    torch.manual_seed(training.seed)
+    train = load_dataset(training.dataset, training.data_dir, "train")
+    # Load the test split too, as the agents and the baseline do: freeing its decode buffers raises
+    # glibc's dynamic mmap threshold above the activation buffers' size; without that every step maps and
+    # unmaps them and trains ~30% slower (measured here), which would understate the ceiling.
+    load_dataset(training.dataset, training.data_dir, "test")
+    model = build_model(training.model, num_classes=train.num_classes, in_channels=train.images.shape[1])
+    trainer = LocalTrainer(
+        model,
+        train.images,
+        train.labels,
+        np.arange(len(train.labels)),
+        batch_size=training.batch_size,
+        learning_rate=training.learning_rate,
+        momentum=training.momentum,
+        weight_decay=training.weight_decay,
+        grad_clip_norm=training.grad_clip_norm,
+        device=torch.device("cpu"),
+        seed=training.seed,
+    )
     samples, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        index = torch.randint(0, len(labels), (batch_size,))
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(model(images[index]), labels[index]).backward()
-        optimizer.step()
-        samples += batch_size
+        samples += trainer.train_steps(8).samples
     results.put(samples / (time.perf_counter() - started))
 
 
 def measure(
-    processes: int, threads: int, *, seconds: float, model: str = "cnn-small", batch_size: int = 64
+    processes: int, threads: int, *, seconds: float, data_dir: Path = DEFAULT_MNIST, model: str = "cnn-small"
 ) -> BareThroughput:
-    """Run ``processes`` trainers at once for ``seconds`` and add up their samples/s."""
+    """Run ``processes`` trainers at once for ``seconds`` and add up their samples/s.
+
+    Each trains with :class:`~agent.training.local_trainer.LocalTrainer` on the whole MNIST training
+    split with the run configuration's defaults (batch 64, SGD with momentum, gradient clipping), the
+    code path of both the agents and the ``hypergpu bench`` baseline.
+    """
     context = mp.get_context("spawn")  # fresh interpreters: nothing inherited from the caller's torch
     results = context.Queue()
     workers = [
-        context.Process(target=_train, args=(model, batch_size, seconds, threads, results))
+        context.Process(target=_train, args=(data_dir, model, seconds, threads, results))
         for _ in range(processes)
     ]
     for worker in workers:
@@ -67,13 +91,13 @@ def main(
     processes: Annotated[int, typer.Option(min=1, max=64, help="trainers at once")] = 8,
     seconds: Annotated[float, typer.Option(min=1, help="how long each side trains")] = 12.0,
     model: Annotated[str, typer.Option(help="model name")] = "cnn-small",
-    batch_size: Annotated[int, typer.Option(min=1, help="samples per step")] = 64,
+    data_dir: Annotated[Path, typer.Option(help="MNIST folder")] = DEFAULT_MNIST,
 ) -> None:
     """Print one process with every core, N single-thread processes, and their ratio."""
     cores = os.cpu_count() or 1
     print(f"training {model} for {seconds:g} s in 1 process, then in {processes} at once ...", flush=True)
-    single = measure(1, cores, seconds=seconds, model=model, batch_size=batch_size)
-    many = measure(processes, 1, seconds=seconds, model=model, batch_size=batch_size)
+    single = measure(1, cores, seconds=seconds, data_dir=data_dir, model=model)
+    many = measure(processes, 1, seconds=seconds, data_dir=data_dir, model=model)
     print(f"1 process x {cores} threads: {single.samples_per_s:,.0f} samples/s")
     print(f"{processes} processes x 1 thread: {many.samples_per_s:,.0f} samples/s")
     print(f"ratio: {many.samples_per_s / single.samples_per_s:.2f}")
