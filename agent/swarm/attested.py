@@ -391,7 +391,14 @@ class AttestedRun:
     def agents_done(self, swarm: LocalSwarm) -> None:
         """Wait for the last epoch to be on chain, then claim for every agent (here, before the slow
         checkpoint evaluation of the report, so the claims follow the root as closely as they can)."""
-        ends = [a.last_status.get("clock", {}).get("train_end") for a in swarm.agents]
+        # An agent's last signed report comes after train_end: the final averaging round runs once the
+        # loop has stopped. Its final status is written after that round, so count from there.
+        ends = [
+            a.last_status.get("written_at")
+            if a.last_status.get("final")
+            else a.last_status.get("clock", {}).get("train_end")
+            for a in swarm.agents
+        ]
         self.agents_end = max([e for e in ends if e] or [time.time()]) + self.options.settle_s
         with self.console.status(
             "agents done; waiting for the coordinator to close and post the last epoch..."
