@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import typer
 
+from agent.bench.baseline import whole_split_trainer
 from agent.cli.swarm_cmd import DEFAULT_MNIST
 from agent.protocol.config import TrainingConfig
-from agent.training.datasets import load_dataset
-from agent.training.local_trainer import LocalTrainer
-from agent.training.models import build_model
 
 
 @dataclass(frozen=True)
@@ -38,26 +35,7 @@ class BareThroughput:
 def _train(data_dir: Path, model_name: str, seconds: float, threads: int, results: mp.Queue) -> None:
     torch.set_num_threads(threads)
     training = TrainingConfig(data_dir=data_dir, model=model_name)  # the agents' defaults
-    torch.manual_seed(training.seed)
-    train = load_dataset(training.dataset, training.data_dir, "train")
-    # Load the test split too, as the agents and the baseline do: freeing its decode buffers raises
-    # glibc's dynamic mmap threshold above the activation buffers' size; without that every step maps and
-    # unmaps them and trains ~30% slower (measured here), which would understate the ceiling.
-    load_dataset(training.dataset, training.data_dir, "test")
-    model = build_model(training.model, num_classes=train.num_classes, in_channels=train.images.shape[1])
-    trainer = LocalTrainer(
-        model,
-        train.images,
-        train.labels,
-        np.arange(len(train.labels)),
-        batch_size=training.batch_size,
-        learning_rate=training.learning_rate,
-        momentum=training.momentum,
-        weight_decay=training.weight_decay,
-        grad_clip_norm=training.grad_clip_norm,
-        device=torch.device("cpu"),
-        seed=training.seed,
-    )
+    trainer, _ = whole_split_trainer(training)
     samples, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
         samples += trainer.train_steps(8).samples
