@@ -26,9 +26,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agent.swarm.averaging import outer_step
 from agent.training.datasets import LoadedDataset, load_dataset
 from agent.training.local_trainer import LocalTrainer
 from agent.training.models import build_model
+from agent.training.parameters import parameters_swapped
 from agent.training.sharding import assign_shards
 
 DEFAULT_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
@@ -101,10 +103,12 @@ def simulate(
     anchor = [p.detach().clone() for p in params[0]]
     pending: list[tuple[list[torch.Tensor], list[list[torch.Tensor]]]] = []
 
+    no_momentum = [torch.empty(0) for _ in anchor]  # outer_step leaves the buffer alone at momentum 0
+
     def apply(average: list[torch.Tensor], snapshots: list[list[torch.Tensor]]) -> None:
         with torch.no_grad():
             for j, agreed in enumerate(anchor):
-                new_anchor = agreed - outer_lr * (agreed - average[j])
+                new_anchor = outer_step(agreed, average[j], no_momentum[j], outer_lr=outer_lr, momentum=0.0)
                 for worker, snapshot in zip(params, snapshots, strict=True):
                     worker[j].add_(new_anchor - snapshot[j])  # keep the progress made since the snapshot
                 anchor[j] = new_anchor
@@ -123,14 +127,8 @@ def simulate(
             apply(average, snapshots)
         else:
             pending.append((average, snapshots))
-        live = [p.detach().clone() for p in evaluator.model.parameters()]
-        with torch.no_grad():
-            for p, a in zip(evaluator.model.parameters(), anchor, strict=True):
-                p.copy_(a)
+        with parameters_swapped(evaluator.model, anchor):  # the agreed model, as the agents evaluate it
             accuracy = evaluator.evaluate(test.images, test.labels).accuracy
-            for p, value in zip(evaluator.model.parameters(), live, strict=True):
-                p.copy_(value)
-        evaluator.model.train()
         if accuracy >= target:
             return LocalSgdResult(
                 workers, local_steps, delay, samples, round_index, accuracy, time.perf_counter() - started

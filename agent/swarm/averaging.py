@@ -166,11 +166,13 @@ class OverlappedAveraging:
             for i, (param, avg, snap) in enumerate(
                 zip(self.parameters, averaged, self._snapshot, strict=True)
             ):
-                pseudo_gradient = self._anchor[i] - avg
-                if self.outer_momentum > 0:
-                    self._momentum[i].mul_(self.outer_momentum).add_(pseudo_gradient)
-                    pseudo_gradient = pseudo_gradient + self.outer_momentum * self._momentum[i]
-                new_anchor = self._anchor[i] - self.outer_lr * pseudo_gradient
+                new_anchor = outer_step(
+                    self._anchor[i],
+                    avg,
+                    self._momentum[i],
+                    outer_lr=self.outer_lr,
+                    momentum=self.outer_momentum,
+                )
                 param.add_((new_anchor - snap).to(param.device))  # keep the progress made during the round
                 self._anchor[i] = new_anchor
         self.version += 1
@@ -180,6 +182,21 @@ class OverlappedAveraging:
         if self._control is not None:
             self._control.cancel()
             self._control = None
+
+
+def outer_step(
+    anchor: torch.Tensor, average: torch.Tensor, buffer: torch.Tensor, *, outer_lr: float, momentum: float
+) -> torch.Tensor:
+    """The new anchor after one round: an SGD step with Nesterov momentum on ``anchor - average``.
+
+    ``buffer`` is the outer momentum buffer, updated in place (untouched when ``momentum`` is 0); with
+    ``outer_lr=1`` and ``momentum=0`` the result is ``average``.
+    """
+    pseudo_gradient = anchor - average
+    if momentum > 0:
+        buffer.mul_(momentum).add_(pseudo_gradient)
+        pseudo_gradient = pseudo_gradient + momentum * buffer
+    return anchor - outer_lr * pseudo_gradient
 
 
 def update_norm_outliers(norms: dict[str, float], factor: float = 5.0) -> list[str]:

@@ -8,7 +8,6 @@ evaluate, refresh membership, checkpoint -> stop when the swarm reaches its targ
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import logging
 import math
@@ -16,7 +15,6 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +46,7 @@ from agent.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoi
 from agent.training.datasets import load_dataset
 from agent.training.local_trainer import LocalTrainer
 from agent.training.models import build_model
-from agent.training.parameters import ParameterPackage, pack, unpack_into
+from agent.training.parameters import ParameterPackage, pack, parameters_swapped, unpack_into
 from agent.training.sharding import assign_shards
 
 log = logging.getLogger("hypergpu.agent")
@@ -657,7 +655,7 @@ class AgentNode:
             if not choice.full:
                 images, labels = images[::SUBSAMPLE], labels[::SUBSAMPLE]
             started = time.perf_counter()
-            with _parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
+            with parameters_swapped(trainer.model, self._overlapped.anchor if self._overlapped else None):
                 result = trainer.evaluate(images, labels)  # the agreed (anchor) model, not the local drift
             self.loop_seconds["evaluate"] += time.perf_counter() - started
             self.last_eval = {
@@ -876,7 +874,7 @@ class AgentNode:
 
     def _save(self, model: torch.nn.Module, trainer: LocalTrainer) -> Path:
         """Checkpoint the agreed (anchor) parameters: what evaluation measured and what peers share."""
-        with _parameters_swapped(model, self._overlapped.anchor if self._overlapped else None):
+        with parameters_swapped(model, self._overlapped.anchor if self._overlapped else None):
             checkpoint = Checkpoint(
                 model_state={k: v.detach().clone() for k, v in model.state_dict().items()},
                 optimizer_state=trainer.optimizer.state_dict(),
@@ -938,25 +936,6 @@ class AgentNode:
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, default=str))
         os.replace(tmp, target)
-
-
-@contextlib.contextmanager
-def _parameters_swapped(model: torch.nn.Module, values: list[torch.Tensor] | None) -> Iterator[None]:
-    """Temporarily load ``values`` into ``model``'s parameters (no-op for None)."""
-    if values is None:
-        yield
-        return
-    params = list(model.parameters())
-    saved = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for param, value in zip(params, values, strict=True):
-            param.copy_(value.to(param.device))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for param, value in zip(params, saved, strict=True):
-                param.copy_(value)
 
 
 _SHARDS: dict[tuple[int, tuple[str, ...], str], np.ndarray] = {}

@@ -9,11 +9,12 @@ and never loaded. :func:`validate_gradients` does the same for gradients before 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -253,3 +254,22 @@ def unpack_into(model: nn.Module, package: ParameterPackage, source: str = "peer
     with torch.no_grad():
         for name, tensor in zip(package.names, package.tensors, strict=True):
             state[name].copy_(tensor)
+
+
+@contextlib.contextmanager
+def parameters_swapped(model: nn.Module, values: Sequence[torch.Tensor] | None) -> Iterator[None]:
+    """Temporarily load ``values`` into ``model``'s parameters (no-op for None)."""
+    if values is None:
+        yield
+        return
+    params = list(model.parameters())
+    saved = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for param, value in zip(params, values, strict=True):
+            param.copy_(value.to(param.device))
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in zip(params, saved, strict=True):
+                param.copy_(value)
