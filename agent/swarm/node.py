@@ -650,7 +650,7 @@ class AgentNode:
             target=cfg.training.target_accuracy,
             estimate_every_s=2 * cfg.training.eval_interval_s,
         )
-        if choice.run or self._eval_record is None:
+        if choice.run:  # always the first time (no evaluation yet)
             images, labels = self._test_tensors
             if not choice.full:
                 images, labels = images[::SUBSAMPLE], labels[::SUBSAMPLE]
