@@ -22,6 +22,7 @@ import psutil
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 _installed = False
+_forking_parent = 0
 
 
 def _take_children_down(signum: int, frame: FrameType | None) -> None:
@@ -31,8 +32,12 @@ def _take_children_down(signum: int, frame: FrameType | None) -> None:
     os._exit(128 + signum)
 
 
+def _before_fork() -> None:
+    global _forking_parent
+    _forking_parent = os.getpid()  # the child inherits this copy
+
+
 def _after_fork_in_child() -> None:
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
@@ -40,7 +45,9 @@ def _after_fork_in_child() -> None:
     except (OSError, AttributeError):
         return
     signal.signal(signal.SIGTERM, _take_children_down)
-    if parent == 1:  # the parent died between fork and prctl: no signal will come
+    # Checked after prctl: a parent that died between fork and prctl sent no signal, and the child was
+    # already re-parented (to init or a subreaper, so compare with the forking pid, not with 1).
+    if os.getppid() != _forking_parent:
         _take_children_down(int(signal.SIGTERM), None)
 
 
@@ -53,5 +60,5 @@ def children_die_with_this_process() -> None:
     global _installed
     if _installed or not sys.platform.startswith("linux"):
         return
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
     _installed = True
