@@ -26,14 +26,13 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from agent.cli.swarm_cmd import DEFAULT_MNIST
 from agent.swarm.averaging import outer_step
 from agent.training.datasets import LoadedDataset, load_dataset
 from agent.training.local_trainer import LocalTrainer
 from agent.training.models import build_model
 from agent.training.parameters import parameters_swapped
 from agent.training.sharding import assign_shards
-
-DEFAULT_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
 
 
 @dataclass(frozen=True)
